@@ -1,0 +1,294 @@
+"""``bootstrap()``: the whole start-up as a list of small named steps.
+
+The same code runs under ``opentelemetry-instrument`` (see ``_distro``) and
+when an app calls ``bootstrap()`` itself; whichever comes first wins and the
+other gets the same handle.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from . import _instrumentation, _metrics, _propagation, _providers, _resource
+from ._logs import JsonLogHandler, LogSink
+from ._settings import Settings, load_settings
+
+__all__ = ["Telemetry", "bootstrap", "current"]
+
+_log = logging.getLogger("otel_dist")
+_lock = threading.Lock()
+_current: Telemetry | None = None
+_current_args: dict[str, Any] = {}
+
+
+class Telemetry:
+    """Handle on what ``bootstrap()`` set up: providers, settings, and shutdown."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        resource: Resource,
+        meter_provider: MeterProvider,
+        metric_readers: list[MetricReader],
+        tracer_provider: TracerProvider,
+        logger_provider: LoggerProvider | None,
+        log_sink: LogSink,
+    ) -> None:
+        self.settings = settings
+        self.resource = resource
+        self.meter_provider = meter_provider
+        self.metric_readers = metric_readers
+        self.tracer_provider = tracer_provider
+        self.logger_provider = logger_provider
+        self.log_sink = log_sink
+        self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
+        self._is_shut_down = False
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name)
+
+    def meter(self, name: str) -> metrics.Meter:
+        return self.meter_provider.get_meter(name)
+
+    def metrics_text(self, accept: str = "") -> tuple[bytes, str]:
+        """Prometheus exposition of this handle's metrics (empty if the reader is off)."""
+        for reader in self.metric_readers:
+            try:
+                registry = _metrics.registry_of(reader)  # type: ignore[arg-type]
+            except KeyError:
+                continue
+            return _metrics.render(registry, accept)
+        return b"", "text/plain; version=0.0.4; charset=utf-8"
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        deadline = time.monotonic() + (timeout_s or self.settings.shutdown_timeout)
+        ok = True
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            if provider is None:
+                continue
+            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            ok = bool(provider.force_flush(remaining_ms)) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        """Flush and stop all three signals within the shutdown timeout, even with the endpoint down."""
+        if self._is_shut_down:
+            return
+        self._is_shut_down = True
+        for logger, handler in self._handlers:
+            logger.removeHandler(handler)
+        self.log_sink.otel_logger = None
+        budget = self.settings.shutdown_timeout
+        # Shut the providers down in parallel threads: each exporter may sit in
+        # its own network timeout, and the total must stay within the budget.
+        threads = [
+            threading.Thread(target=_quiet_shutdown, args=(p, budget), daemon=True)
+            for p in (self.tracer_provider, self.logger_provider, self.meter_provider)
+            if p is not None
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + budget
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _quiet_shutdown(provider: Any, budget: float) -> None:
+    try:
+        if isinstance(provider, MeterProvider):
+            provider.shutdown(timeout_millis=budget * 1000)
+        else:
+            provider.shutdown()
+    except Exception:  # noqa: BLE001
+        _log.debug("provider shutdown failed", exc_info=True)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def _set_sdk_environment(settings: Settings) -> None:
+    logging.getLogger("opentelemetry").setLevel(settings.otel_log_level.upper())
+    # SDK self-metrics: spans/logs processed and dropped (error.type=queue_full),
+    # exports failed; they make dropped telemetry visible in /metrics.
+    os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    # Stable HTTP semantic conventions (http.request.method, url.full, ...) in
+    # the contrib instrumentations, matching our server span.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+
+class Extras:
+    """What the test kit plugs in beside the configured exporters (in-memory ones)."""
+
+    def __init__(
+        self,
+        span_processors: Sequence[SpanProcessor] = (),
+        metric_readers: Sequence[MetricReader] = (),
+        log_processors: Sequence[LogRecordProcessor] = (),
+        log_stream: IO[str] | None = None,
+    ) -> None:
+        self.span_processors = span_processors
+        self.metric_readers = metric_readers
+        self.log_processors = log_processors
+        self.log_stream = log_stream
+
+
+def _build_telemetry(settings: Settings, extras: Extras) -> Telemetry:
+    resource = _resource.build_resource(settings)
+    readers = [*_providers.build_metric_readers(settings), *extras.metric_readers]
+    meter_provider = _providers.build_meter_provider(settings, resource, readers)
+    tracer_provider = _providers.build_tracer_provider(settings, resource, meter_provider)
+    for span_processor in extras.span_processors:
+        tracer_provider.add_span_processor(span_processor)
+    logger_provider = _providers.build_logger_provider(settings, resource, meter_provider)
+    if extras.log_processors:
+        logger_provider = logger_provider or LoggerProvider(resource=resource)
+        for log_processor in extras.log_processors:
+            logger_provider.add_log_record_processor(log_processor)
+    sink = LogSink(
+        service_name=settings.service_name,
+        environment=settings.environment,
+        stream=extras.log_stream,
+        otel_logger=logger_provider.get_logger("otel_dist") if logger_provider else None,
+        json_lines=settings.json_logs,
+    )
+    return Telemetry(settings, resource, meter_provider, readers, tracer_provider, logger_provider, sink)
+
+
+def _set_global_providers(tel: Telemetry) -> None:
+    trace.set_tracer_provider(tel.tracer_provider)
+    metrics.set_meter_provider(tel.meter_provider)
+    if tel.logger_provider is not None:
+        set_logger_provider(tel.logger_provider)
+
+
+def _install_propagators(tel: Telemetry) -> None:
+    _propagation.install_propagator(tel.settings)
+
+
+def _route_stdlib_logging(tel: Telemetry) -> None:
+    """Root logger -> JSON lines (+ OTel logs); uvicorn's own loggers too."""
+    handler = JsonLogHandler(tel.log_sink)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, JsonLogHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(tel.settings.log_level)
+    tel._handlers.append((root, handler))
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+    # Our access line carries trace ids; uvicorn's plain one would be a duplicate,
+    # and httpx's per-request INFO line repeats what the client span records.
+    logging.getLogger("uvicorn.access").disabled = True
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _instrument_libraries(tel: Telemetry) -> None:
+    _instrumentation.instrument_httpx()
+    _instrumentation.instrument_fastapi(tel)
+    if tel.settings.server_instrumentation == "contrib":
+        _instrumentation.instrument_fastapi_contrib()
+
+
+def _register_exit_and_fork(tel: Telemetry) -> None:
+    atexit.register(tel.shutdown)
+    pid = os.getpid()
+
+    def after_fork() -> None:
+        if os.getpid() != pid:
+            _log.warning(
+                "otel-dist was set up before this process forked; workers share service.instance.id. "
+                "Call bootstrap() in each worker (gunicorn: post_fork hook, or preload_app=False)."
+            )
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork)
+
+
+def _log_configuration(tel: Telemetry) -> None:
+    s = tel.settings
+    _log.info(
+        "otel-dist configured",
+        extra={
+            "otel_dist_fields": {
+                "config": json.loads(json.dumps(s.redacted(), default=str)),
+                "traces": list(s.trace_exporters) or ["none"],
+                "metrics": list(s.metric_exporters) or ["none"],
+                "logs": ["json-stdout", *s.log_exporters],
+            }
+        },
+    )
+
+
+# After settings are loaded and providers built, in this order:
+SETUP_STEPS = (
+    _set_global_providers,
+    _install_propagators,
+    _route_stdlib_logging,
+    _instrument_libraries,
+    _register_exit_and_fork,
+    _log_configuration,
+)
+
+
+def bootstrap(**overrides: Any) -> Telemetry:
+    """Set up traces, metrics and logs for this process; idempotent.
+
+    Keyword overrides use the field names of :class:`Settings`
+    (``service_name="orders"``) and win over the environment.
+    """
+    return _bootstrap(overrides, Extras())
+
+
+def _bootstrap(overrides: dict[str, Any], extras: Extras, env: Mapping[str, str] | None = None) -> Telemetry:
+    global _current, _current_args
+    with _lock:
+        if _current is not None:
+            if overrides and overrides != _current_args:
+                warnings.warn(
+                    f"otel_dist.bootstrap() already ran with {sorted(_current_args)}; "
+                    f"ignoring different arguments {sorted(overrides)}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return _current
+        settings = load_settings(env, **overrides)
+        _set_sdk_environment(settings)
+        tel = _build_telemetry(settings, extras)
+        for step in SETUP_STEPS:
+            step(tel)
+        _current, _current_args = tel, dict(overrides)
+        return tel
+
+
+def current() -> Telemetry | None:
+    """The handle from the first ``bootstrap()``, or None."""
+    return _current
+
+
+def _forget() -> None:
+    """Drop the handle so the next bootstrap starts afresh (test kit only)."""
+    global _current, _current_args
+    with _lock:
+        if _current is not None:
+            _current.shutdown()
+            atexit.unregister(_current.shutdown)
+        _current, _current_args = None, {}

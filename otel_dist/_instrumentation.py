@@ -1,0 +1,91 @@
+"""Which libraries are instrumented, and by whom.
+
+- httpx: the contrib ``HTTPXClientInstrumentor`` (one CLIENT span per attempt).
+- FastAPI: otel-dist's lean :class:`ServerTelemetry` layer, added around every
+  app's middleware stack when the stack is built.  FastAPI's native telemetry
+  is switched off for that app so there is exactly one server span; the contrib
+  FastAPI instrumentor is skipped by our distro for the same reason.  If an app
+  already carries the contrib ``OpenTelemetryMiddleware`` we leave it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._server import ASGIApp, ServerTelemetry
+
+if TYPE_CHECKING:
+    from ._bootstrap import Telemetry
+
+MiddlewareFactory = Callable[[ASGIApp], ASGIApp]
+_MARK = "_otel_dist_wrapped"
+_active: dict[str, Telemetry] = {}
+
+
+def instrument_httpx() -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+def _has_contrib_middleware(stack: Any) -> bool:
+    seen: set[int] = set()
+    while stack is not None and id(stack) not in seen:
+        seen.add(id(stack))
+        if type(stack).__name__ == "OpenTelemetryMiddleware":
+            return True
+        stack = getattr(stack, "app", None)
+    return False
+
+
+def app_middleware(app: Any) -> list[MiddlewareFactory]:
+    """Inner ASGI layers (auth, faults...) that instrument_app registers for `app`."""
+    factories: list[MiddlewareFactory] | None = getattr(app.state, "otel_dist_middleware", None)
+    if factories is None:
+        factories = []
+        app.state.otel_dist_middleware = factories
+    return factories
+
+
+def instrument_fastapi_contrib() -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    instrumentor = FastAPIInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(exclude_spans=["receive", "send"])
+
+
+def instrument_fastapi(telemetry: Telemetry) -> None:
+    """Wrap every FastAPI app's middleware stack (built lazily on first request)."""
+    from fastapi import FastAPI
+
+    _active["telemetry"] = telemetry  # a re-bootstrap (tests) re-points existing hooks
+    original = FastAPI.build_middleware_stack
+    if getattr(original, _MARK, False):
+        return
+
+    def build_middleware_stack(self: FastAPI) -> ASGIApp:
+        stack: ASGIApp = original(self)
+        tel = _active["telemetry"]
+        for factory in reversed(app_middleware(self)):
+            stack = factory(stack)
+        if tel.settings.server_instrumentation != "otel-dist" or _has_contrib_middleware(stack):
+            return stack
+        # FastAPI's native telemetry would add a second server span; the public
+        # switch is FastAPI(telemetry=...) at construction, which we do not own.
+        native = getattr(self, "_telemetry", None)
+        if isinstance(native, dict):
+            native.update(tracing=False, metrics=False, logs=False)
+        return ServerTelemetry(
+            stack,
+            settings=tel.settings,
+            tracer=tel.tracer("otel_dist.server"),
+            meter=tel.meter("otel_dist.server"),
+            sink=tel.log_sink,
+        )
+
+    setattr(build_middleware_stack, _MARK, True)
+    FastAPI.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]

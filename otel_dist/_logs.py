@@ -1,0 +1,209 @@
+"""Trace-correlated JSON logs on stdout, and the same records as OTel log records.
+
+One sink serves both the stdlib ``logging`` handler and the access-log fast
+path: it writes one JSON object per line and, when an OTel logger is attached
+(OTLP or console logs exporter), emits the same record there with the active
+span's context.  Field names that look like credentials are redacted here, so
+no caller can leak a token by passing it as a field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+from opentelemetry import trace
+from opentelemetry._logs import Logger as OtelLogger
+from opentelemetry._logs import SeverityNumber
+
+from ._propagation import correlation_id
+
+__all__ = ["StructuredLogger", "get_logger"]
+
+_SEVERITY = {
+    logging.DEBUG: SeverityNumber.DEBUG,
+    logging.INFO: SeverityNumber.INFO,
+    logging.WARNING: SeverityNumber.WARN,
+    logging.ERROR: SeverityNumber.ERROR,
+    logging.CRITICAL: SeverityNumber.FATAL,
+}
+_SECRET_WORDS = ("authorization", "token", "secret", "password", "cookie", "api_key", "apikey")
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "otel_dist_fields", "color_message"}
+_BASE_KEYS = len(logging.makeLogRecord({}).__dict__) + 1  # + otel_dist_fields
+REDACTED = "<redacted>"
+
+
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (REDACTED if _is_secret_key(k) else v) for k, v in fields.items()}
+
+
+def _otel_value(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
+
+
+class LogSink:
+    """Writes one record as a JSON line and, optionally, as an OTel log record."""
+
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        environment: str,
+        stream: IO[str] | None = None,
+        otel_logger: OtelLogger | None = None,
+        json_lines: bool = True,
+    ) -> None:
+        self._static = {"service.name": service_name, "deployment.environment.name": environment}
+        self._stream = stream
+        self.otel_logger = otel_logger
+        self.json_lines = json_lines
+
+    @property
+    def stream(self) -> IO[str]:
+        # Resolved per write so pytest's capsys and redirected stdout both work.
+        return self._stream if self._stream is not None else sys.stdout
+
+    def emit(
+        self,
+        levelno: int,
+        logger_name: str,
+        message: str,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        span: trace.Span | None = None,
+        created: float | None = None,
+        exc_text: str | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        now = time.time() if created is None else created
+        ctx = (span or trace.get_current_span()).get_span_context()
+        safe = _clean(fields) if fields else None
+        if self.json_lines:
+            line: dict[str, Any] = {
+                "timestamp": _iso(now),
+                "level": logging.getLevelName(levelno),
+                "logger": logger_name,
+                "message": message,
+            }
+            if ctx.is_valid:
+                line["trace_id"] = format(ctx.trace_id, "032x")
+                line["span_id"] = format(ctx.span_id, "016x")
+                line["trace_flags"] = format(ctx.trace_flags, "02x")
+            line.update(self._static)
+            legacy_id = correlation_id.get()
+            if legacy_id is not None:
+                line["correlation_id"] = legacy_id
+            if safe:
+                for key, value in safe.items():
+                    line.setdefault(key, value)
+            if exc_text:
+                line["exception"] = exc_text
+            try:
+                self.stream.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+            except (OSError, ValueError):
+                pass  # a closed or broken stdout never takes the app down
+        if self.otel_logger is not None:
+            attributes = {k: _otel_value(v) for k, v in safe.items()} if safe else {}
+            attributes["logger.name"] = logger_name
+            try:
+                self.otel_logger.emit(
+                    timestamp=int(now * 1e9),
+                    severity_number=_SEVERITY.get(levelno, SeverityNumber.INFO),
+                    severity_text=logging.getLevelName(levelno),
+                    body=message,
+                    attributes=attributes,
+                    exception=exception,
+                )
+            except Exception:  # noqa: BLE001 - telemetry must not crash the app
+                pass
+
+
+def _iso(ts: float) -> str:
+    whole = int(ts)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((ts - whole) * 1e6):06d}Z"
+
+
+class JsonLogHandler(logging.Handler):
+    """stdlib handler that forwards every record to a :class:`LogSink`."""
+
+    def __init__(self, sink: LogSink, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = dict(getattr(record, "otel_dist_fields", None) or {})
+            if len(record.__dict__) > _BASE_KEYS:  # foreign `extra=` keys
+                for key, value in record.__dict__.items():
+                    if key not in _RESERVED:
+                        fields.setdefault(key, value)
+            exc_text = None
+            exception = None
+            if record.exc_info:
+                exc_text = logging.Formatter().formatException(record.exc_info)
+                exception = record.exc_info[1]
+            self.sink.emit(
+                record.levelno,
+                record.name,
+                record.getMessage(),
+                fields,
+                created=record.created,
+                exc_text=exc_text,
+                exception=exception,
+            )
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+class StructuredLogger:
+    """A stdlib logger whose methods take keyword fields, as structlog's do.
+
+    ``get_logger(__name__).info("service call", target="auth", endpoint="/health")``
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    @property
+    def name(self) -> str:
+        return self._logger.name
+
+    def _log(self, level: int, message: str, exc_info: Any, fields: dict[str, Any]) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, message, exc_info=exc_info, extra={"otel_dist_fields": fields}, stacklevel=3)
+
+    def debug(self, message: str, /, **fields: Any) -> None:
+        self._log(logging.DEBUG, message, None, fields)
+
+    def info(self, message: str, /, **fields: Any) -> None:
+        self._log(logging.INFO, message, None, fields)
+
+    def warning(self, message: str, /, **fields: Any) -> None:
+        self._log(logging.WARNING, message, None, fields)
+
+    def error(self, message: str, /, **fields: Any) -> None:
+        self._log(logging.ERROR, message, None, fields)
+
+    def exception(self, message: str, /, **fields: Any) -> None:
+        self._log(logging.ERROR, message, True, fields)
+
+    def critical(self, message: str, /, **fields: Any) -> None:
+        self._log(logging.CRITICAL, message, None, fields)
+
+
+def get_logger(name: str) -> StructuredLogger:
+    """A logger whose methods take structured keyword fields."""
+    return StructuredLogger(logging.getLogger(name))

@@ -1,0 +1,567 @@
+"""Every otel-dist setting, declared once.
+
+Each field of :class:`Settings` is a row of the table: the environment
+variables it is read from (in precedence order), its default, how a string is
+turned into a value (with an error naming the variable and what it accepts),
+and whether it is a secret that the startup dump must redact.  One rule
+applies to all rows: keyword override > environment > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value otel-dist cannot use; the message names it."""
+
+
+Parser = Callable[[str], Any]
+
+
+def _setting(
+    *env: str,
+    default: Any,
+    parse: Parser,
+    accepts: str,
+    secret: bool = False,
+    doc: str = "",
+) -> Any:
+    return field(
+        default=default,
+        metadata={"env": env, "parse": parse, "accepts": accepts, "secret": secret, "doc": doc},
+    )
+
+
+# --- casters: each raises ValueError; the loader adds the variable's name ---
+
+
+def _text(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("empty")
+    return value
+
+
+def _optional_text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _choice(*choices: str, lower: bool = True) -> Parser:
+    def parse(value: str) -> str:
+        value = value.strip().lower() if lower else value.strip()
+        if value not in choices:
+            raise ValueError(value)
+        return value
+
+    return parse
+
+
+def _choices_list(*choices: str) -> Parser:
+    def parse(value: str) -> tuple[str, ...]:
+        items = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+        if not items or any(v not in choices for v in items):
+            raise ValueError(value)
+        if "none" in items and len(items) > 1:
+            raise ValueError(value)
+        return () if items == ("none",) else items
+
+    return parse
+
+
+def _text_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None) -> Parser:
+    def parse(value: str) -> Any:
+        number = kind(value.strip())
+        if number != number or (low is not None and number < low) or (high is not None and number > high):
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def _url(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(value)
+    return value.rstrip("/")
+
+
+def _key_values(value: str) -> tuple[tuple[str, str], ...]:
+    """W3C-baggage-like `k=v,k2=v2` as used by OTEL_RESOURCE_ATTRIBUTES and OTLP headers."""
+    from urllib.parse import unquote
+
+    pairs = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(item)
+        pairs.append((key.strip(), unquote(val.strip())))
+    return tuple(pairs)
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration. Build it with :func:`load_settings`."""
+
+    # --- identity ---
+    service_name: str = _setting(
+        "OTEL_SERVICE_NAME",
+        default="unknown_service",
+        parse=_text,
+        accepts="a non-empty name",
+        doc="service.name of every signal",
+    )
+    service_version: str = _setting(
+        "SERVICE_VERSION",
+        default="0.1.0",
+        parse=_text,
+        accepts="a non-empty version string",
+        doc="service.version",
+    )
+    environment: str = _setting(
+        "ENVIRONMENT",
+        default="development",
+        parse=_text,
+        accepts="a non-empty name, e.g. development, production",
+        doc="deployment.environment.name; `production` turns on the strict checks",
+    )
+    resource_attributes: tuple[tuple[str, str], ...] = _setting(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        default=(),
+        parse=_key_values,
+        accepts="key=value pairs separated by commas",
+        doc="extra resource attributes",
+    )
+    # --- logs ---
+    log_level: str = _setting(
+        "LOG_LEVEL",
+        default="INFO",
+        parse=_choice(*_LEVELS, lower=False),
+        accepts=", ".join(_LEVELS),
+        doc="level of the application's logs",
+    )
+    otel_log_level: str = _setting(
+        "OTEL_LOG_LEVEL",
+        default="warning",
+        parse=_choice("debug", "info", "warning", "error"),
+        accepts="debug, info, warning, error",
+        doc="level of the OpenTelemetry SDK's own diagnostics",
+    )
+    json_logs: bool = _setting(
+        "OTEL_DIST_JSON_LOGS",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="one JSON object per line on stdout",
+    )
+    access_log: bool = _setting(
+        "OTEL_DIST_ACCESS_LOG",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="one log line per HTTP request",
+    )
+    # --- export ---
+    otlp_endpoint: str | None = _setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default=None,
+        parse=_url,
+        accepts="an http:// or https:// URL",
+        doc="collector base URL; unset = embedded default (stdout logs, /metrics, no trace export)",
+    )
+    otlp_protocol: str = _setting(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default="http/protobuf",
+        parse=_choice("http/protobuf"),
+        accepts="http/protobuf",
+        doc="OTLP transport",
+    )
+    otlp_headers: tuple[tuple[str, str], ...] = _setting(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        default=(),
+        parse=_key_values,
+        accepts="key=value pairs separated by commas",
+        secret=True,
+        doc="headers sent with every export (API keys)",
+    )
+    otlp_timeout_ms: int = _setting(
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        default=2000,
+        parse=_number(int, 1, 60000),
+        accepts="milliseconds, 1 to 60000",
+        doc="per-export timeout",
+    )
+    traces_exporter: tuple[str, ...] | None = _setting(
+        "OTEL_TRACES_EXPORTER",
+        default=None,
+        parse=_choices_list("otlp", "console", "none"),
+        accepts="otlp, console or none",
+        doc="default: otlp when an endpoint is set, else none",
+    )
+    metrics_exporter: tuple[str, ...] | None = _setting(
+        "OTEL_METRICS_EXPORTER",
+        default=None,
+        parse=_choices_list("prometheus", "otlp", "console", "none"),
+        accepts="a comma list of prometheus, otlp, console, or none",
+        doc="default: prometheus, plus otlp when an endpoint is set",
+    )
+    logs_exporter: tuple[str, ...] | None = _setting(
+        "OTEL_LOGS_EXPORTER",
+        default=None,
+        parse=_choices_list("otlp", "console", "none"),
+        accepts="otlp, console or none",
+        doc="default: otlp when an endpoint is set, else none (JSON stdout stays)",
+    )
+    traces_sampler: str = _setting(
+        "OTEL_TRACES_SAMPLER",
+        default="parentbased_always_on",
+        parse=_choice(*_SAMPLERS),
+        accepts=", ".join(_SAMPLERS),
+        doc="head sampler",
+    )
+    traces_sampler_arg: float = _setting(
+        "OTEL_TRACES_SAMPLER_ARG",
+        default=1.0,
+        parse=_number(float, 0.0, 1.0),
+        accepts="a ratio from 0 to 1",
+        doc="ratio for the traceidratio samplers",
+    )
+    metric_export_interval_ms: int = _setting(
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        default=60000,
+        parse=_number(int, 100, 3600000),
+        accepts="milliseconds, 100 to 3600000",
+        doc="OTLP metric push interval",
+    )
+    bsp_max_queue_size: int = _setting(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        default=2048,
+        parse=_number(int, 1, 1_000_000),
+        accepts="an integer, 1 to 1000000",
+        doc="spans (and log records) buffered before new ones are dropped",
+    )
+    bsp_schedule_delay_ms: int = _setting(
+        "OTEL_BSP_SCHEDULE_DELAY",
+        default=1000,
+        parse=_number(int, 1, 60000),
+        accepts="milliseconds, 1 to 60000",
+        doc="batch export delay",
+    )
+    propagators: tuple[str, ...] = _setting(
+        "OTEL_PROPAGATORS",
+        default=("tracecontext", "baggage"),
+        parse=_choices_list("tracecontext", "baggage", "none"),
+        accepts="a comma list of tracecontext, baggage, or none",
+        doc="inbound/outbound context formats",
+    )
+    shutdown_timeout: float = _setting(
+        "OTEL_DIST_SHUTDOWN_TIMEOUT",
+        default=4.0,
+        parse=_number(float, 0.1, 30.0),
+        accepts="seconds, 0.1 to 30",
+        doc="bound on flushing all signals at exit",
+    )
+    # --- HTTP server ---
+    correlation_header: str = _setting(
+        "OTEL_DIST_CORRELATION_HEADER",
+        default="x-correlation-id",
+        parse=lambda v: _text(v).lower(),
+        accepts="a header name",
+        doc="legacy correlation header bridged to the trace",
+    )
+    untraced_paths: tuple[str, ...] = _setting(
+        "OTEL_DIST_UNTRACED_PATHS",
+        default=("/health", "/ready", "/metrics"),
+        parse=_text_list,
+        accepts="a comma list of exact paths",
+        doc="paths with no span, no access log and no HTTP metrics",
+    )
+    server_instrumentation: str = _setting(
+        "OTEL_DIST_SERVER_INSTRUMENTATION",
+        default="otel-dist",
+        parse=_choice("otel-dist", "contrib", "native"),
+        accepts="otel-dist, contrib, native",
+        doc="who owns the server span: otel-dist's lean layer, the contrib FastAPI instrumentor, or FastAPI itself",
+    )
+    metrics_path: str = _setting(
+        "OTEL_DIST_METRICS_PATH",
+        default="/metrics",
+        parse=_text,
+        accepts="a path",
+        doc="Prometheus scrape route",
+    )
+    # --- service client (seed names) ---
+    client_max_retries: int = _setting(
+        "SERVICE_CLIENT_MAX_RETRIES",
+        default=3,
+        parse=_number(int, 0, 20),
+        accepts="an integer, 0 to 20",
+        doc="retries after the first attempt",
+    )
+    client_retry_backoff: float = _setting(
+        "SERVICE_CLIENT_RETRY_BACKOFF",
+        default=2.0,
+        parse=_number(float, 1.0, 10.0),
+        accepts="a number, 1 to 10",
+        doc="exponential base of the retry delay (full jitter)",
+    )
+    client_max_backoff: float = _setting(
+        "SERVICE_CLIENT_MAX_BACKOFF",
+        default=10.0,
+        parse=_number(float, 0.0, 300.0),
+        accepts="seconds, 0 to 300",
+        doc="cap of one retry delay",
+    )
+    client_timeout: float = _setting(
+        "SERVICE_CLIENT_TIMEOUT",
+        default=30.0,
+        parse=_number(float, 0.001, 3600.0),
+        accepts="seconds, > 0",
+        doc="total deadline of one logical call, retries included",
+    )
+    client_attempt_timeout: float = _setting(
+        "SERVICE_CLIENT_ATTEMPT_TIMEOUT",
+        default=10.0,
+        parse=_number(float, 0.001, 3600.0),
+        accepts="seconds, > 0",
+        doc="timeout of one attempt",
+    )
+    breaker_failure_threshold: int = _setting(
+        "CIRCUIT_BREAKER_FAILURE_THRESHOLD",
+        default=5,
+        parse=_number(int, 1, 1000),
+        accepts="an integer, 1 to 1000",
+        doc="consecutive failures that open a breaker",
+    )
+    breaker_success_threshold: int = _setting(
+        "CIRCUIT_BREAKER_SUCCESS_THRESHOLD",
+        default=2,
+        parse=_number(int, 1, 1000),
+        accepts="an integer, 1 to 1000",
+        doc="successful half-open probes that close it",
+    )
+    breaker_timeout: float = _setting(
+        "CIRCUIT_BREAKER_TIMEOUT",
+        default=60.0,
+        parse=_number(float, 0.01, 3600.0),
+        accepts="seconds, > 0",
+        doc="how long a breaker stays open before a probe",
+    )
+    # --- service auth (seed names) ---
+    jwt_secret: str | None = _setting(
+        "SERVICE_JWT_SECRET",
+        "JWT_SECRET_KEY",
+        default=None,
+        parse=_optional_text,
+        accepts="a secret of >= 32 bytes",
+        secret=True,
+        doc="HMAC secret for service tokens",
+    )
+    jwt_algorithm: str = _setting(
+        "SERVICE_JWT_ALGORITHM",
+        default="HS256",
+        parse=_choice("HS256", "HS384", "HS512", "ES256", "EdDSA", lower=False),
+        accepts="HS256, HS384, HS512, ES256, EdDSA",
+        doc="algorithm of minted tokens",
+    )
+    jwt_lifetime: int = _setting(
+        "SERVICE_JWT_LIFETIME",
+        default=3600,
+        parse=_number(int, 30, 86400),
+        accepts="seconds, 30 to 86400",
+        doc="lifetime of minted tokens",
+    )
+    jwt_leeway: int = _setting(
+        "SERVICE_JWT_LEEWAY",
+        default=30,
+        parse=_number(int, 0, 120),
+        accepts="seconds, 0 to 120",
+        doc="clock skew tolerated when verifying",
+    )
+    jwt_allowed_callers: tuple[str, ...] = _setting(
+        "SERVICE_JWT_ALLOWED_CALLERS",
+        default=(),
+        parse=_text_list,
+        accepts="a comma list of service names",
+        doc="callers accepted; empty = any service with a valid token",
+    )
+    auth_enabled: bool = _setting(
+        "SERVICE_AUTH_ENABLED",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="verify service tokens on protected routes",
+    )
+    auth_exempt_paths: tuple[str, ...] = _setting(
+        "SERVICE_AUTH_EXEMPT_PATHS",
+        default=("/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc"),
+        parse=_text_list,
+        accepts="a comma list of exact paths",
+        doc="paths that need no service token",
+    )
+    # --- services, health, faults ---
+    database_url: str | None = _setting(
+        "DATABASE_URL",
+        default=None,
+        parse=_optional_text,
+        accepts="a SQLAlchemy async URL",
+        secret=True,
+        doc="default: SQLite file in the working directory",
+    )
+    readiness_timeout: float = _setting(
+        "READINESS_CHECK_TIMEOUT",
+        default=2.0,
+        parse=_number(float, 0.01, 60.0),
+        accepts="seconds, 0.01 to 60",
+        doc="timeout of each readiness check",
+    )
+    fault_error_rate: float = _setting(
+        "FAULT_INJECTION_ERROR_RATE",
+        default=0.0,
+        parse=_number(float, 0.0, 1.0),
+        accepts="a ratio from 0 to 1",
+        doc="share of requests answered 503 (demo and tests; refused in production)",
+    )
+    fault_latency_ms: int = _setting(
+        "FAULT_INJECTION_LATENCY_MS",
+        default=0,
+        parse=_number(int, 0, 60000),
+        accepts="milliseconds, 0 to 60000",
+        doc="latency added to each request (demo and tests; refused in production)",
+    )
+
+    @property
+    def trace_exporters(self) -> tuple[str, ...]:
+        if self.traces_exporter is not None:
+            return self.traces_exporter
+        return ("otlp",) if self.otlp_endpoint else ()
+
+    @property
+    def metric_exporters(self) -> tuple[str, ...]:
+        if self.metrics_exporter is not None:
+            return self.metrics_exporter
+        return ("prometheus", "otlp") if self.otlp_endpoint else ("prometheus",)
+
+    @property
+    def log_exporters(self) -> tuple[str, ...]:
+        if self.logs_exporter is not None:
+            return self.logs_exporter
+        return ("otlp",) if self.otlp_endpoint else ()
+
+    @property
+    def production(self) -> bool:
+        return self.environment.lower() in ("production", "prod")
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as a dict, secrets replaced by a marker (for the startup dump)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = "<redacted>"
+            out[f.name] = value
+        return out
+
+
+def settings_table() -> list[dict[str, Any]]:
+    """Rows for documentation: name, variables, default, accepted values, secret."""
+    return [
+        {
+            "name": f.name,
+            "env": f.metadata["env"],
+            "default": f.default,
+            "accepts": f.metadata["accepts"],
+            "secret": f.metadata["secret"],
+            "doc": f.metadata["doc"],
+        }
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings: keyword override > first set environment variable > default.
+
+    `env` defaults to ``os.environ``; tests pass a plain dict.  Overrides are
+    given by field name and are already typed (strings are parsed like env).
+    """
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(fields)}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        meta = f.metadata
+        if name in overrides:
+            raw, source = overrides[name], f"{name}= argument"
+            if not isinstance(raw, str):
+                values[name] = raw
+                continue
+        else:
+            source_env = next((e for e in meta["env"] if env.get(e, "").strip()), None)
+            if source_env is None:
+                continue
+            raw, source = env[source_env], source_env
+        try:
+            values[name] = meta["parse"](raw)
+        except (ValueError, TypeError):
+            shown = "<redacted>" if meta["secret"] else repr(raw)
+            raise ConfigError(f"{source}: invalid value {shown}; accepted: {meta['accepts']}") from None
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    """Rules across settings; production refuses what is only safe on a laptop."""
+    if s.jwt_secret is not None and s.jwt_algorithm.startswith("HS") and len(s.jwt_secret.encode()) < 32:
+        raise ConfigError("SERVICE_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
+    if s.production:
+        if s.fault_error_rate or s.fault_latency_ms:
+            raise ConfigError(
+                "FAULT_INJECTION_ERROR_RATE / FAULT_INJECTION_LATENCY_MS: fault injection is refused "
+                "when ENVIRONMENT=production; accepted: 0"
+            )
+        if not s.auth_enabled:
+            raise ConfigError(
+                "SERVICE_AUTH_ENABLED: auth cannot be disabled when ENVIRONMENT=production; accepted: true"
+            )
+        if s.jwt_secret is None and s.jwt_algorithm.startswith("HS"):
+            raise ConfigError(
+                "SERVICE_JWT_SECRET: required when ENVIRONMENT=production (falls back to JWT_SECRET_KEY); "
+                "accepted: a secret of at least 32 bytes"
+            )

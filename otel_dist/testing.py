@@ -113,6 +113,7 @@ def reset_telemetry() -> None:
     trace._TRACER_PROVIDER = None
     metrics_internal._METER_PROVIDER_SET_ONCE = Once()
     metrics_internal._METER_PROVIDER = None
+    metrics_internal._PROXY_METER_PROVIDER._real_meter_provider = None
     logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_internal._LOGGER_PROVIDER = None
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -173,3 +174,90 @@ def serve_app(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A server started as a real subprocess; stdout/stderr go to a file you can read."""
+
+    def __init__(self, argv: list[str], *, port: int, env: dict[str, str], log_path: str, cwd: str | None) -> None:
+        import subprocess
+
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
+
+    def wait_ready(self, path: str = "/health", timeout: float = 30.0) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.proc.args} exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+            try:
+                httpx.get(self.url + path, timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.proc.args} not ready after {timeout}s:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        self._log.flush()
+        with open(self.log_path) as fh:
+            return fh.read()
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.output().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    def stop(self, timeout: float = 10.0) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+@contextmanager
+def run_server(
+    argv: list[str],
+    *,
+    port: int,
+    env: dict[str, str] | None = None,
+    log_path: str,
+    cwd: str | None = None,
+    ready_path: str = "/health",
+) -> Iterator[ServerProcess]:
+    """Start `argv` (which must listen on `port`), wait until it answers, stop it afterwards."""
+    import os
+
+    proc = ServerProcess(argv, port=port, env={**os.environ, **(env or {})}, log_path=log_path, cwd=cwd)
+    try:
+        proc.wait_ready(ready_path)
+        yield proc
+    finally:
+        proc.stop()

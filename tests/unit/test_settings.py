@@ -1,0 +1,105 @@
+import pytest
+
+from otel_dist import ConfigError, load_settings
+from otel_dist._settings import settings_table
+
+
+def test_defaults_follow_the_seed_and_the_spec():
+    s = load_settings({})
+    assert s.service_name == "unknown_service"
+    assert s.environment == "development"
+    assert s.log_level == "INFO"
+    assert s.traces_sampler == "parentbased_always_on"
+    assert s.client_max_retries == 3 and s.client_retry_backoff == 2.0 and s.client_timeout == 30.0
+    assert (s.breaker_failure_threshold, s.breaker_success_threshold, s.breaker_timeout) == (5, 2, 60.0)
+    # Embedded default: no collector, so metrics are pulled and nothing is pushed.
+    assert s.trace_exporters == () and s.log_exporters == () and s.metric_exporters == ("prometheus",)
+
+
+def test_an_otlp_endpoint_turns_on_push_for_all_signals():
+    s = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"})
+    assert s.otlp_endpoint == "http://127.0.0.1:4318"
+    assert s.trace_exporters == ("otlp",) and s.log_exporters == ("otlp",)
+    assert s.metric_exporters == ("prometheus", "otlp")
+
+
+def test_keyword_override_wins_over_environment():
+    s = load_settings({"OTEL_SERVICE_NAME": "from-env", "LOG_LEVEL": "DEBUG"}, service_name="from-arg")
+    assert s.service_name == "from-arg" and s.log_level == "DEBUG"
+
+
+def test_string_overrides_are_parsed_like_the_environment():
+    assert load_settings({}, client_max_retries="7").client_max_retries == 7
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "accepted"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG", "a ratio from 0 to 1"),
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER", "otlp, console or none"),
+        ({"OTEL_METRICS_EXPORTER": "prometheus,none"}, "OTEL_METRICS_EXPORTER", "prometheus"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "DEBUG, INFO"),
+        ({"SERVICE_CLIENT_MAX_RETRIES": "three"}, "SERVICE_CLIENT_MAX_RETRIES", "an integer"),
+        ({"SERVICE_CLIENT_MAX_RETRIES": "-1"}, "SERVICE_CLIENT_MAX_RETRIES", "0 to 20"),
+        ({"SERVICE_CLIENT_TIMEOUT": "nan"}, "SERVICE_CLIENT_TIMEOUT", "seconds"),
+        ({"CIRCUIT_BREAKER_FAILURE_THRESHOLD": "0"}, "CIRCUIT_BREAKER_FAILURE_THRESHOLD", "1 to 1000"),
+        ({"OTEL_DIST_ACCESS_LOG": "maybe"}, "OTEL_DIST_ACCESS_LOG", "true or false"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "novalue"}, "OTEL_RESOURCE_ATTRIBUTES", "key=value"),
+    ],
+)
+def test_bad_values_name_the_variable_and_the_accepted_values(env, variable, accepted):
+    with pytest.raises(ConfigError) as error:
+        load_settings(env)
+    assert str(error.value).startswith(variable)
+    assert accepted in str(error.value)
+
+
+def test_otlp_exporter_without_endpoint_is_refused():
+    from otel_dist.testing import capture_telemetry
+
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT"):
+        with capture_telemetry(traces_exporter=("otlp",)):
+            pass
+
+
+def test_unknown_override_is_refused():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings({}, servce_name="typo")
+
+
+def test_secret_falls_back_to_jwt_secret_key_and_is_redacted():
+    secret = "k" * 40
+    s = load_settings({"JWT_SECRET_KEY": secret, "OTEL_EXPORTER_OTLP_HEADERS": "api-key=abc123"})
+    assert s.jwt_secret == secret
+    dump = repr(s.redacted())
+    assert secret not in dump and "abc123" not in dump and "<redacted>" in dump
+
+
+def test_bad_secret_value_is_not_echoed():
+    with pytest.raises(ConfigError) as error:
+        load_settings({"SERVICE_JWT_SECRET": "short-secret-value"})
+    assert "short-secret-value" not in str(error.value)
+    assert "SERVICE_JWT_SECRET" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "SERVICE_JWT_SECRET"),
+        ({"SERVICE_JWT_SECRET": "s" * 32, "FAULT_INJECTION_ERROR_RATE": "0.5"}, "FAULT_INJECTION_ERROR_RATE"),
+        ({"SERVICE_JWT_SECRET": "s" * 32, "SERVICE_AUTH_ENABLED": "false"}, "SERVICE_AUTH_ENABLED"),
+    ],
+)
+def test_production_refuses_insecure_settings(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        load_settings({"ENVIRONMENT": "production", **env})
+
+
+def test_every_setting_is_documented_in_one_table():
+    rows = settings_table()
+    assert len(rows) == len({r["name"] for r in rows})
+    assert all(r["env"] and r["accepts"] and r["doc"] for r in rows)
+    assert {r["name"] for r in rows if r["secret"]} >= {"jwt_secret", "otlp_headers"}

@@ -204,13 +204,13 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.proc.args} exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+                raise RuntimeError(f"{self.proc.args!r} exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
             try:
                 httpx.get(self.url + path, timeout=1.0)
                 return
             except httpx.TransportError:
                 time.sleep(0.05)
-        raise RuntimeError(f"{self.proc.args} not ready after {timeout}s:\n{self.output()[-3000:]}")
+        raise RuntimeError(f"{self.proc.args!r} not ready after {timeout}s:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
         self._log.flush()

@@ -229,6 +229,8 @@ def _log_configuration(tel: Telemetry) -> None:
         "otel-dist configured",
         extra={
             "otel_dist_fields": {
+                "service.instance.id": tel.resource.attributes.get("service.instance.id"),
+                "process.pid": os.getpid(),
                 "config": json.loads(json.dumps(s.redacted(), default=str)),
                 "traces": list(s.trace_exporters) or ["none"],
                 "metrics": list(s.metric_exporters) or ["none"],

@@ -85,3 +85,36 @@ def test_wrapper_instruments_an_app_that_never_imports_otel_dist(tmp_path):
     app_lines = [e for e in lines if e.get("message") == "looked up item"]
     assert len(app_lines) == 2  # the readiness probe's request and ours
     assert app_lines[-1]["trace_id"] == access[0]["trace_id"] and app_lines[-1]["service.name"] == "bare"
+
+
+def test_each_uvicorn_worker_is_its_own_instance(tmp_path):
+    port = free_port()
+    argv = [
+        str(BIN / "uvicorn"),
+        "tests.apps.hello_main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    with run_server(
+        argv,
+        port=port,
+        env={"PYTHONPATH": str(ROOT)},
+        log_path=str(tmp_path / "w.log"),
+        cwd=str(ROOT),
+        ready_path="/metrics",
+    ) as proc:
+        import time
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            configured = [e for e in proc.json_lines() if e.get("message") == "otel-dist configured"]
+            if len(configured) >= 2:
+                break
+            time.sleep(0.1)
+    assert len(configured) == 2, proc.output()[-2000:]
+    assert len({e["service.instance.id"] for e in configured}) == 2
+    assert len({e["process.pid"] for e in configured}) == 2

@@ -463,6 +463,36 @@ class Settings:
         accepts="milliseconds, 0 to 60000",
         doc="latency added to each request (demo and tests; refused in production)",
     )
+    # --- example services (services/) ---
+    auth_service_url: str | None = _setting(
+        "AUTH_SERVICE_URL",
+        default=None,
+        parse=_url,
+        accepts="an http:// or https:// URL",
+        doc="base URL of the auth service (create_app(downstreams=['auth']))",
+    )
+    orders_service_url: str | None = _setting(
+        "ORDERS_SERVICE_URL",
+        default=None,
+        parse=_url,
+        accepts="an http:// or https:// URL",
+        doc="base URL of the orders service (create_app(downstreams=['orders']))",
+    )
+    user_jwt_secret: str | None = _setting(
+        "USER_JWT_SECRET",
+        default=None,
+        parse=_optional_text,
+        accepts="a secret of >= 32 bytes, different from SERVICE_JWT_SECRET",
+        secret=True,
+        doc="HMAC key of user access tokens (auth service); unset outside production = random per process",
+    )
+    user_jwt_lifetime: int = _setting(
+        "USER_JWT_LIFETIME",
+        default=900,
+        parse=_number(int, 30, 86400),
+        accepts="seconds, 30 to 86400",
+        doc="lifetime of user access tokens",
+    )
 
     @property
     def trace_exporters(self) -> tuple[str, ...]:
@@ -550,6 +580,11 @@ def _check(s: Settings) -> None:
     """Rules across settings; production refuses what is only safe on a laptop."""
     if s.jwt_secret is not None and s.jwt_algorithm.startswith("HS") and len(s.jwt_secret.encode()) < 32:
         raise ConfigError("SERVICE_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
+    if s.user_jwt_secret is not None:
+        if len(s.user_jwt_secret.encode()) < 32:
+            raise ConfigError("USER_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
+        if s.user_jwt_secret == s.jwt_secret:
+            raise ConfigError("USER_JWT_SECRET: must differ from SERVICE_JWT_SECRET; accepted: a separate secret")
     if s.production:
         if s.fault_error_rate or s.fault_latency_ms:
             raise ConfigError(

@@ -1,0 +1,6 @@
+"""Overhead benchmarks for otel-dist (issue 7).
+
+``python -m benchmarks.run --quick`` (a minute or two) or ``python -m benchmarks.run``
+(the full, alternating-rounds run that writes ``benchmarks/RESULTS.md``).  See the
+Benchmarks section of the README for what each scenario measures.
+"""

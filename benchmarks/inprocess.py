@@ -1,0 +1,373 @@
+"""In-process cost per request: the ASGI app driven directly, no network, no server.
+
+Every variant is an ASGI app in the same process; each round runs every
+variant once (order rotated per round), ``N`` requests each, and charges it
+the process CPU time of those requests plus a flush of its batch processors,
+so the background export threads' work (OTLP protobuf encoding) is counted
+too.  Figures are medians over rounds; the added cost of a variant is the
+median of its per-round difference to ``plain`` (paired, so a noisy round
+moves both).
+
+Components are attributed by switching one off at a time from ``full``:
+span = full - (sampler always_off), metrics = full - (no-op meter), and so on.
+
+    python -m benchmarks.inprocess [--rounds 7] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.metrics import NoOpMeter
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from benchmarks import auth_support
+from benchmarks.app import TARGET, build_app
+
+ASGIApp = Callable[..., Any]
+
+
+# --- exporters that do all the CPU work of OTLP export except the network ---
+
+
+class EncodeOnlySpanExporter(SpanExporter):
+    """Encodes each batch to OTLP protobuf bytes, as OTLPSpanExporter does, and drops it."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        encode_spans(spans).SerializePartialToString()
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+class EncodeOnlyLogExporter(LogRecordExporter):
+    def __init__(self) -> None:
+        self.records = 0
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        encode_logs(batch).SerializePartialToString()
+        self.records += len(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+# --- variants ---
+
+
+@dataclass
+class Variant:
+    name: str
+    app: ASGIApp
+    flush: Callable[[], object] = lambda: None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    doc: str = ""
+
+
+def plain_variant() -> Variant:
+    app = build_app(native_telemetry=False)
+    return Variant("plain", app, doc="FastAPI, no telemetry")
+
+
+def otel_dist_variant(
+    name: str,
+    *,
+    auth: bool = True,
+    span: bool = True,
+    export: bool = True,
+    metrics: bool = True,
+    access_log: bool = True,
+    doc: str = "",
+    traceparent: bool = False,
+) -> Variant:
+    """otel-dist's server layer around the benchmark app, wired as instrument_app wires it.
+
+    Telemetry is built with otel-dist's own provider code (not the process
+    globals) so that several configurations live side by side.
+    """
+    from otel_dist import _bootstrap
+    from otel_dist._server import ServerTelemetry
+    from otel_dist._settings import load_settings
+
+    overrides: dict[str, Any] = {
+        "service_name": "bench",
+        "access_log": access_log,
+        "traces_sampler": "parentbased_always_on" if span else "always_off",
+        # Pull-only Prometheus reader (as in production); pushes are timer-driven, not per request.
+        "metrics_exporter": "prometheus",
+    }
+    env = auth_support.server_env() if auth else {}
+    settings = load_settings(env, **overrides)
+    span_exporter, log_exporter = EncodeOnlySpanExporter(), EncodeOnlyLogExporter()
+    span_processor = BatchSpanProcessor(span_exporter)
+    log_processor = BatchLogRecordProcessor(log_exporter)
+    devnull = open(os.devnull, "w", encoding="utf-8")
+    extras = _bootstrap.Extras(
+        span_processors=[span_processor] if export else [],
+        log_processors=[log_processor] if export else [],
+        log_stream=devnull,
+    )
+    tel = _bootstrap._build_telemetry(settings, extras)
+    app = build_app(native_telemetry=False)
+    stack = app.build_middleware_stack()
+    for factory in reversed(auth_support.middleware_for(app, tel) if auth else []):
+        stack = factory(stack)
+    meter: Any = tel.meter("otel_dist.server") if metrics else NoOpMeter("off")
+    app.middleware_stack = ServerTelemetry(
+        stack, settings=settings, tracer=tel.tracer("otel_dist.server"), meter=meter, sink=tel.log_sink
+    )
+
+    def flush() -> None:
+        tel.tracer_provider.force_flush()
+        if tel.logger_provider is not None:
+            tel.logger_provider.force_flush()
+
+    headers = auth_support.client_headers() if auth else []
+    if traceparent:
+        headers = [*headers, (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    variant = Variant(name, app, flush, headers, doc)
+    variant.telemetry = tel  # type: ignore[attr-defined]
+    return variant
+
+
+def upstream_variant() -> Variant | None:
+    """The contrib FastAPIInstrumentor (what ``opentelemetry-instrument`` loads), same providers/exporters."""
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError:
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_dist._metrics import prometheus_reader
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(EncodeOnlySpanExporter()))
+    meter_provider = MeterProvider(metric_readers=[prometheus_reader()])
+    app = build_app(native_telemetry=False)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return Variant(
+        "upstream contrib",
+        app,
+        lambda: tracer_provider.force_flush(),
+        doc="contrib FastAPIInstrumentor (receive/send spans on), batch export, Prometheus; no log line, no auth",
+    )
+
+
+def build_variants(*, components: bool = True, upstream: bool = True) -> list[Variant]:
+    has_auth = auth_support.available()
+    variants = [plain_variant(), otel_dist_variant("full", auth=has_auth, doc="everything on (the full scenario)")]
+    if components:
+        if has_auth:
+            variants.append(otel_dist_variant("full - auth", auth=False, doc="service-token check off"))
+        variants += [
+            otel_dist_variant("full - span", auth=has_auth, span=False, doc="sampler always_off"),
+            otel_dist_variant("full - export", auth=has_auth, export=False, doc="spans/log records not exported"),
+            otel_dist_variant("full - metrics", auth=has_auth, metrics=False, doc="no-op meter"),
+            otel_dist_variant("full - access log", auth=has_auth, access_log=False, doc="no access line"),
+            otel_dist_variant(
+                "full + traceparent", auth=has_auth, traceparent=True, doc="inbound W3C parent to extract"
+            ),
+        ]
+    if upstream:
+        up = upstream_variant()
+        if up is not None:
+            variants.append(up)
+    return variants
+
+
+# --- driving ---
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 51000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": TARGET,
+        "raw_path": TARGET.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk/4.2.0"), (b"accept", b"*/*"), *headers],
+    }
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class _Sink:
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status = 0
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+
+async def drive(variant: Variant, n: int) -> int:
+    """Send `n` requests through the variant's app; returns the last status."""
+    sink = _Sink()
+    app = variant.app
+    template = _scope(variant.headers)
+    for _ in range(n):
+        scope = dict(template)
+        scope["headers"] = list(template["headers"])
+        await app(scope, _receive, sink)
+    return sink.status
+
+
+def timed_round(loop: asyncio.AbstractEventLoop, variant: Variant, n: int) -> float:
+    """CPU µs per request for one round (all threads: includes batch export)."""
+    gc.collect()
+    start = time.process_time()
+    loop.run_until_complete(drive(variant, n))
+    variant.flush()
+    return (time.process_time() - start) / n * 1e6
+
+
+@dataclass
+class Result:
+    name: str
+    doc: str
+    samples: list[float]
+    added: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def added_median(self) -> float:
+        return statistics.median(self.added) if self.added else 0.0
+
+
+def measure(variants: list[Variant], *, rounds: int, requests: int, warmup: int = 300) -> list[Result]:
+    loop = asyncio.new_event_loop()
+    try:
+        for variant in variants:
+            status = loop.run_until_complete(drive(variant, warmup))
+            if status != 200:
+                raise RuntimeError(f"{variant.name}: status {status}")
+            variant.flush()
+        samples: dict[str, list[float]] = {v.name: [] for v in variants}
+        for r in range(rounds):
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
+            for variant in order:
+                samples[variant.name].append(timed_round(loop, variant, requests))
+    finally:
+        loop.close()
+    base = samples[variants[0].name]
+    return [
+        Result(v.name, v.doc, samples[v.name], [s - b for s, b in zip(samples[v.name], base, strict=True)])
+        for v in variants
+    ]
+
+
+def attribution(results: list[Result]) -> dict[str, float]:
+    """µs per request of each component: full minus the variant without it."""
+    by = {r.name: r for r in results}
+    full = by.get("full")
+    out: dict[str, float] = {}
+    if full is None:
+        return out
+    pairs = {
+        "service-token check": "full - auth",
+        "span (create, attributes, end)": "full - span",
+        "span + log export (OTLP encoding)": "full - export",
+        "HTTP metrics (2 instruments)": "full - metrics",
+        "access line (JSON + OTel log record)": "full - access log",
+    }
+    for label, other in pairs.items():
+        if other in by:
+            diffs = [f - o for f, o in zip(full.samples, by[other].samples, strict=True)]
+            out[label] = statistics.median(diffs)
+    if "full + traceparent" in by:
+        diffs = [t - f for t, f in zip(by["full + traceparent"].samples, full.samples, strict=True)]
+        out["inbound traceparent extraction"] = statistics.median(diffs)
+    out["route lookup (scope['route'], no scan)"] = route_lookup_us()
+    return out
+
+
+def route_lookup_us(n: int = 100_000) -> float:
+    """Cost of finding the route template: our layer reads the route the router already matched."""
+    from otel_dist._server import route_template
+
+    app = build_app(native_telemetry=False)
+    route = next(r for r in app.router.routes if getattr(r, "path", "") == "/hello/{name}")
+    scope = {"route": route, "root_path": ""}
+    start = time.perf_counter()
+    for _ in range(n):
+        route_template(scope)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def report(results: list[Result], parts: dict[str, float]) -> str:
+    base = results[0].median
+    lines = [
+        "| variant | µs/request (median) | added vs plain (paired median) | x plain | what |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r.name} | {r.median:.1f} | {r.added_median:+.1f} | {r.median / base:.2f} | {r.doc} |")
+    if parts:
+        lines += ["", "| component (in `full`) | µs/request |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in parts.items()]
+    return "\n".join(lines)
+
+
+def run(rounds: int, requests: int, *, components: bool = True, upstream: bool = True) -> dict[str, Any]:
+    variants = build_variants(components=components, upstream=upstream)
+    results = measure(variants, rounds=rounds, requests=requests)
+    parts = attribution(results)
+    return {
+        "results": [
+            {"name": r.name, "doc": r.doc, "median_us": r.median, "added_us": r.added_median, "samples": r.samples}
+            for r in results
+        ],
+        "components": parts,
+        "auth": auth_support.available(),
+        "table": report(results, parts),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="in-process µs per request, per component")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--no-components", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    out = run(args.rounds, args.requests, components=not args.no_components)
+    print(out["table"])
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Run the benchmark app under uvicorn (1 worker) in one scenario.
+
+    python -m benchmarks.serve plain --port 8001
+    python -m benchmarks.serve otel-dist --port 8001      # configured by the OTEL_* / SERVICE_* env
+    opentelemetry-instrument python -m benchmarks.serve upstream --port 8001   # in .venv-upstream
+
+The harness (``benchmarks.throughput``) starts these pinned to one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import uvicorn
+
+from benchmarks.app import build_app
+
+
+def _plain() -> tuple[Any, dict[str, Any]]:
+    return build_app(), {"log_config": None, "access_log": False}
+
+
+def _otel_dist() -> tuple[Any, dict[str, Any]]:
+    import otel_dist
+
+    otel_dist.bootstrap()
+    return otel_dist.instrument_app(build_app()), {"log_config": None, "access_log": False}
+
+
+def _upstream() -> tuple[Any, dict[str, Any]]:
+    # The app was instrumented by `opentelemetry-instrument` (FastAPIInstrumentor patches
+    # FastAPI before this module runs).  uvicorn's default access line is the per-request
+    # log line; main() also hands it to the SDK's logging handler so it is exported over OTLP.
+    return build_app(), {"log_config": uvicorn.config.LOGGING_CONFIG, "access_log": True}
+
+
+SCENARIOS = {"plain": _plain, "otel-dist": _otel_dist, "upstream": _upstream}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app, options = SCENARIOS[args.scenario]()
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, workers=1, lifespan="on", **options)
+    if args.scenario == "upstream":
+        # uvicorn's loggers do not propagate to the root logger, where
+        # OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED put the OTel handler.
+        access = logging.getLogger("uvicorn.access")
+        for handler in logging.getLogger().handlers:
+            if handler not in access.handlers:
+                access.addHandler(handler)
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

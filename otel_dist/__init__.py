@@ -6,15 +6,20 @@
 
 from ._bootstrap import Telemetry, bootstrap, current
 from ._logs import StructuredLogger, get_logger
+from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
 from ._settings import ConfigError, Settings, load_settings
 from ._web import instrument_app
 
 __all__ = [
+    "CircuitOpenError",
     "ConfigError",
+    "ServiceCallError",
+    "ServiceClient",
     "Settings",
     "StructuredLogger",
     "Telemetry",
     "bootstrap",
+    "breaker_states",
     "current",
     "get_logger",
     "instrument_app",

@@ -1,0 +1,344 @@
+"""``ServiceClient``: one resilient, observable httpx client per target service.
+
+Layers, outermost first (as .NET's standard resilience pipeline):
+
+1. logical call span + total deadline (monotonic) + the call duration metric;
+2. retry (``backoff.on_exception`` over :mod:`._retry`'s rules);
+3. circuit breaker (:mod:`._breaker`, pybreaker per target, shared process-wide);
+4. per-attempt timeout (never past the deadline);
+5. service auth: the ``httpx.Auth`` given to the client runs on every attempt (it may resend once on a 401);
+6. the instrumented httpx transport: one CLIENT span per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import backoff
+import httpx
+from backoff.types import Details
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .._bootstrap import Telemetry, bootstrap
+from ._breaker import FAILURE, NEUTRAL, SUCCESS, Rejected, Ticket, breaker_for
+from ._errors import CircuitOpenError, ServiceCallError
+from ._options import ClientOptions, resolve_options
+from ._retry import (
+    RETRYABLE_STATUSES,
+    AttemptFailed,
+    CallState,
+    error_retry_reason,
+    parse_retry_after,
+    should_give_up,
+    wait_times,
+)
+from ._telemetry import TARGET, client_telemetry
+
+__all__ = ["ServiceClient"]
+
+_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
+TraceHook = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def _resend_marker(count: int, user_hook: TraceHook | None) -> TraceHook:
+    """httpx ``trace`` extension that tags the attempt's CLIENT span with ``http.request.resend_count``.
+
+    httpcore calls it inside the instrumented transport, where that span is current; the contrib
+    instrumentation itself never sets the attribute.
+    """
+    marked = False
+
+    async def hook(event_name: str, info: dict[str, Any]) -> None:
+        nonlocal marked
+        if not marked:
+            marked = True
+            trace.get_current_span().set_attribute("http.request.resend_count", count)
+        if user_hook is not None:
+            await user_hook(event_name, info)
+
+    return hook
+
+
+class ServiceClient:
+    """Async client for one target service: deadline, retries, circuit breaker, auth, telemetry.
+
+    ``ServiceClient("orders", base_url="http://orders:8000", auth=service_auth)``; keyword overrides
+    (``max_retries``, ``retry_backoff``, ``max_backoff``, ``timeout``, ``attempt_timeout``,
+    ``failure_threshold``, ``success_threshold``, ``breaker_timeout``) win over the settings table.
+    Methods return the ``httpx.Response`` (any status that is not retried is returned as is);
+    when the client gives up it raises :class:`ServiceCallError` (:class:`CircuitOpenError` when
+    the breaker refused the call).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float | None = None,
+        max_backoff: float | None = None,
+        timeout: float | None = None,
+        attempt_timeout: float | None = None,
+        failure_threshold: int | None = None,
+        success_threshold: int | None = None,
+        breaker_timeout: float | None = None,
+        telemetry: Telemetry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if not isinstance(target, str) or not target.strip():
+            raise ValueError("ServiceClient: target must be a non-empty service name, e.g. 'orders'")
+        tel = telemetry or bootstrap()
+        self.target = target.strip()
+        self.config: ClientOptions = resolve_options(
+            tel.settings,
+            {
+                "max_retries": max_retries,
+                "retry_backoff": retry_backoff,
+                "max_backoff": max_backoff,
+                "timeout": timeout,
+                "attempt_timeout": attempt_timeout,
+                "failure_threshold": failure_threshold,
+                "success_threshold": success_threshold,
+                "breaker_timeout": breaker_timeout,
+            },
+        )
+        opts = self.config
+        self.breaker = breaker_for(
+            self.target,
+            failure_threshold=opts.failure_threshold,
+            success_threshold=opts.success_threshold,
+            reset_timeout=opts.breaker_timeout,
+        )
+        self._auth = auth
+        self._telemetry = client_telemetry(tel)
+        self._client = httpx.AsyncClient(
+            base_url=base_url, transport=transport, headers=headers, timeout=opts.attempt_timeout
+        )
+        self._span_names = {m: f"{m} {self.target}" for m in _KNOWN_METHODS}
+        self._send_with_retries = backoff.on_exception(
+            wait_times,
+            AttemptFailed,
+            max_tries=opts.max_retries + 1,
+            jitter=None,  # wait_times applies full jitter itself, and none to Retry-After
+            giveup=should_give_up,
+            on_backoff=self._on_backoff,
+            logger=None,  # give-ups are logged once, by this client, inside the caller's trace
+            base=opts.retry_backoff,
+            max_value=opts.max_backoff,
+        )(self._attempt)
+
+    # ------------------------------------------------------------------ public
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send one logical call; the body must be replayable (bytes, json, form) for retries."""
+        method = method.upper()
+        if method not in _KNOWN_METHODS:
+            method_attr = "_OTHER"
+        else:
+            method_attr = method
+        tel = self._telemetry
+        target = self.target
+        request = self._client.build_request(
+            method,
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            extensions=extensions,
+        )
+        start = time.monotonic()
+        call = CallState(request, start + self.config.timeout, self.breaker)
+        span = tel.tracer.start_span(
+            self._span_names.get(method_attr, f"{method_attr} {target}"),
+            kind=SpanKind.INTERNAL,
+            attributes={TARGET: target, "http.request.method": method_attr},
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        outcome, error_type = "failure", None
+        end_attrs: dict[str, Any] = {}
+        try:
+            try:
+                response: httpx.Response = await self._send_with_retries(call)
+            except AttemptFailed as failed:
+                error = self._give_up(call, failed, method_attr, time.monotonic() - start)
+                end_attrs["otel_dist.give_up.reason"] = error.reason
+                outcome = "rejected" if isinstance(error, CircuitOpenError) else "failure"
+                error_type = failed.error_type
+                raise error from failed.error
+            status = response.status_code
+            end_attrs["http.response.status_code"] = status
+            if status < 400:
+                outcome = "success"
+            else:
+                error_type = str(status)
+            return response
+        except BaseException as exc:
+            if error_type is None:
+                error_type = type(exc).__qualname__
+            raise
+        finally:
+            elapsed = time.monotonic() - start
+            end_attrs["otel_dist.attempts"] = call.attempts
+            end_attrs["otel_dist.outcome"] = outcome
+            if error_type is not None:
+                end_attrs["error.type"] = error_type
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            span.set_attributes(end_attrs)
+            span.end()
+            otel_context.detach(token)
+            tel.record_call(target, method_attr, outcome, error_type, elapsed)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def head(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("HEAD", url, **kwargs)
+
+    async def options(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("OPTIONS", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> ServiceClient:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._client.__aexit__(*exc_info)
+
+    # ------------------------------------------------------------------ layers
+
+    async def _attempt(self, call: CallState) -> httpx.Response:
+        """One attempt: breaker admission, attempt timeout, auth, instrumented transport."""
+        budget = min(self.config.attempt_timeout, call.remaining())
+        if budget <= 0:
+            raise AttemptFailed(call, give_up="deadline")
+        try:
+            ticket, transitions = self.breaker.admit()
+        except Rejected as rejected:
+            self._telemetry.record_rejection(self.target)
+            raise AttemptFailed(call, give_up="circuit_open", rejected=rejected) from None
+        if transitions:
+            self._telemetry.record_transitions(transitions)
+        request = call.request
+        resends = call.attempts
+        call.attempts += 1
+        request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
+        if resends:
+            request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
+        try:
+            async with asyncio.timeout(budget):
+                response = await self._client.send(request, auth=self._auth)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            reason = error_retry_reason(exc)
+            if reason is None:  # a local error (bad URL, consumed stream...): not the upstream's fault
+                self._record(ticket, NEUTRAL)
+                raise AttemptFailed(call, give_up="non_retryable", error=exc) from exc
+            self._record(ticket, FAILURE)
+            give_up = None if call.replayable else "non_retryable"
+            raise AttemptFailed(call, reason=reason, give_up=give_up, error=exc) from exc
+        except BaseException:
+            self._record(ticket, NEUTRAL)  # cancelled by the caller: not the upstream's failure
+            raise
+        status = response.status_code
+        # 4xx neither trips nor heals the breaker; 5xx trips it
+        self._record(ticket, SUCCESS if status < 400 else (FAILURE if status >= 500 else NEUTRAL))
+        if status in RETRYABLE_STATUSES:
+            raise AttemptFailed(
+                call,
+                reason=f"status_{status}",
+                give_up=None if call.replayable else "non_retryable",
+                response=response,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        return response
+
+    def _record(self, ticket: Ticket, outcome: str) -> None:
+        transitions = self.breaker.record(ticket, outcome)
+        if transitions:
+            self._telemetry.record_transitions(transitions)
+
+    def _on_backoff(self, details: Details) -> None:
+        failure = details.get("exception")
+        reason = failure.reason if isinstance(failure, AttemptFailed) else None
+        self._telemetry.record_retry(self.target, reason or "unknown")
+
+    def _give_up(self, call: CallState, failed: AttemptFailed, method: str, elapsed: float) -> ServiceCallError:
+        reason = call.give_up_reason or "max_tries"
+        self._telemetry.record_give_up(self.target, method, reason, call.attempts, failed.error_type, elapsed)
+        attempts = f"{call.attempts} attempt{'s' if call.attempts != 1 else ''}"
+        if failed.rejected is not None:
+            state = failed.rejected.state
+            why = (
+                f"circuit breaker open, next probe in {failed.rejected.retry_in:.2f} s"
+                if state == "open"
+                else "circuit breaker half-open with its probe in flight"
+            )
+            return CircuitOpenError(
+                f"{self.target}: call rejected without I/O ({why}); {attempts} made",
+                target=self.target,
+                reason="circuit_open",
+                attempts=call.attempts,
+                request=call.request,
+            )
+        if failed.response is not None:
+            last = f"HTTP {failed.response.status_code}"
+        elif failed.error is not None:
+            last = (
+                f"{type(failed.error).__name__}: {failed.error}" if str(failed.error) else type(failed.error).__name__
+            )
+        else:
+            last = "no attempt started"
+        explain = {
+            "max_tries": f"no attempts left (max_retries={self.config.max_retries})",
+            "deadline": f"total deadline of {self.config.timeout:g} s reached or too close",
+            "non_retryable": f"{call.request.method} without Idempotency-Key or a non-retryable error",
+            "circuit_open": "the circuit breaker opened",
+        }[reason]
+        error_cls = CircuitOpenError if reason == "circuit_open" else ServiceCallError
+        return error_cls(
+            f"{self.target}: gave up after {attempts} ({reason}: {explain}); last: {last}",
+            target=self.target,
+            reason=reason,
+            attempts=call.attempts,
+            response=failed.response,
+            request=call.request,
+        )

@@ -1,0 +1,349 @@
+"""ServiceClient against real loopback servers that misbehave on purpose (no mocked transports).
+
+One FastAPI upstream is told what to answer, request by request; it records when each request
+arrived (same monotonic clock as the test) and its headers.  Connection refused is a port that
+was bound and closed.  Every test uses its own target name, so breakers never leak between tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind, StatusCode
+
+from otel_dist import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
+from otel_dist.testing import serve_app
+
+pytestmark = pytest.mark.timeout(10)
+
+FAST = {"max_backoff": 0.01}  # retry waits of at most 10 ms
+
+
+@dataclass
+class Step:
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    at: float  # time.monotonic() on arrival
+    wall: float
+    method: str
+    headers: dict[str, str]
+
+
+class Upstream:
+    """A server that answers with the scripted steps in order, then `default` forever."""
+
+    def __init__(self) -> None:
+        self.script: list[Step] = []
+        self.default = Step()
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self.url = ""
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        async def anything(request: Request, path: str) -> JSONResponse:
+            with self._lock:
+                self.seen.append(Seen(time.monotonic(), time.time(), request.method, dict(request.headers)))
+                step = self.script.pop(0) if self.script else self.default
+            if step.delay:
+                await asyncio.sleep(step.delay)
+            return JSONResponse({"path": path}, status_code=step.status, headers=step.headers)
+
+        self.app = app
+
+    def tell(self, *steps: Step, default: Step | None = None) -> None:
+        with self._lock:
+            self.script = list(steps)
+            if default is not None:
+                self.default = default
+
+
+@pytest.fixture
+def upstream(telemetry):
+    up = Upstream()
+    with serve_app(up.app) as url:
+        up.url = url
+        yield up
+
+
+@pytest.fixture
+def target() -> str:
+    return f"svc-{uuid.uuid4().hex[:8]}"
+
+
+def refused_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def logical_span(cap, target):
+    (span,) = [s for s in cap.spans() if s.attributes.get("otel_dist.target") == target]
+    return span
+
+
+def attempt_spans(cap, parent):
+    spans = [
+        s for s in cap.spans() if s.kind == SpanKind.CLIENT and s.parent and s.parent.span_id == parent.context.span_id
+    ]
+    return sorted(spans, key=lambda s: s.start_time)
+
+
+def value(cap, name, target, **attrs):
+    return cap.metric_value(name, otel_dist__target=target, **attrs)
+
+
+# 1 ------------------------------------------------------------------------------------------
+
+
+async def test_connection_refused_get_retries_then_gives_up_clearly(telemetry, target):
+    async with ServiceClient(target, refused_url(), max_retries=2, failure_threshold=50, **FAST) as client:
+        with pytest.raises(ServiceCallError) as caught:
+            await client.get("/orders/1")
+    err = caught.value
+    assert not isinstance(err, CircuitOpenError)
+    assert (err.target, err.reason, err.attempts) == (target, "max_tries", 3)
+    assert isinstance(err.__cause__, httpx.ConnectError)
+    assert target in str(err) and "3 attempts" in str(err) and "max_tries" in str(err)
+
+    call = logical_span(telemetry, target)
+    assert call.name == f"GET {target}"
+    assert call.attributes["otel_dist.attempts"] == 3
+    assert call.attributes["error.type"] == "ConnectError"
+    assert call.status.status_code == StatusCode.ERROR
+    attempts = attempt_spans(telemetry, call)
+    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1, 2]
+    assert all(s.attributes["error.type"] == "ConnectError" for s in attempts)
+    assert value(telemetry, "otel_dist.client.retries", target, otel_dist__retry__reason="connect_error") == 2
+    assert value(telemetry, "otel_dist.client.give_ups", target, otel_dist__give_up__reason="max_tries") == 1
+    assert value(telemetry, "otel_dist.client.call.duration", target, otel_dist__outcome="failure") == 1
+
+
+# 2 ------------------------------------------------------------------------------------------
+
+
+async def test_read_timeout_on_post_without_idempotency_key_is_not_retried(telemetry, upstream, target):
+    upstream.tell(Step(delay=0.6), default=Step())
+    async with ServiceClient(target, upstream.url, attempt_timeout=0.2, max_retries=3, **FAST) as client:
+        with pytest.raises(ServiceCallError) as caught:
+            await client.post("/orders", json={"item": 1})
+    assert (caught.value.reason, caught.value.attempts) == ("non_retryable", 1)
+    assert isinstance(caught.value.__cause__, (httpx.TimeoutException, TimeoutError))
+    await asyncio.sleep(0.1)
+    assert len(upstream.seen) == 1
+    assert value(telemetry, "otel_dist.client.give_ups", target, otel_dist__give_up__reason="non_retryable") == 1
+    assert value(telemetry, "otel_dist.client.retries", target) == 0
+
+
+async def test_read_timeout_on_post_with_idempotency_key_is_retried_with_the_same_key(telemetry, upstream, target):
+    upstream.tell(Step(delay=0.6), default=Step(status=201))
+    async with ServiceClient(target, upstream.url, attempt_timeout=0.2, max_retries=3, **FAST) as client:
+        response = await client.post("/orders", json={"item": 1}, headers={"Idempotency-Key": "order-42"})
+    assert response.status_code == 201
+    assert [s.headers.get("idempotency-key") for s in upstream.seen] == ["order-42", "order-42"]
+    assert value(telemetry, "otel_dist.client.retries", target, otel_dist__retry__reason="timeout") == 1
+    attempts = attempt_spans(telemetry, logical_span(telemetry, target))
+    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1]
+
+
+# 3 ------------------------------------------------------------------------------------------
+
+
+async def test_503_then_200_succeeds_with_one_retry_recorded(telemetry, upstream, target):
+    upstream.tell(Step(status=503), default=Step(status=200))
+    async with ServiceClient(target, upstream.url, **FAST) as client:
+        response = await client.get("/stock")
+    assert response.status_code == 200
+    assert len(upstream.seen) == 2
+    assert value(telemetry, "otel_dist.client.retries", target, otel_dist__retry__reason="status_503") == 1
+    assert value(telemetry, "otel_dist.client.give_ups", target) == 0
+    assert value(telemetry, "otel_dist.client.call.duration", target, otel_dist__outcome="success") == 1
+    call = logical_span(telemetry, target)
+    assert call.attributes["otel_dist.attempts"] == 2
+    assert call.attributes["http.response.status_code"] == 200
+    assert "error.type" not in call.attributes
+    attempts = attempt_spans(telemetry, call)
+    assert [s.attributes["http.response.status_code"] for s in attempts] == [503, 200]
+    # each attempt carries its own traceparent, child of the logical call
+    parents = [s.headers["traceparent"].split("-")[2] for s in upstream.seen]
+    assert parents == [format(s.context.span_id, "016x") for s in attempts]
+
+
+# 4 ------------------------------------------------------------------------------------------
+
+
+async def test_429_retry_after_seconds_is_waited_without_jitter(telemetry, upstream, target):
+    upstream.tell(Step(status=429, headers={"Retry-After": "1"}), default=Step())
+    async with ServiceClient(target, upstream.url, timeout=5, **FAST) as client:
+        response = await client.get("/quota")
+    assert response.status_code == 200
+    first, second = upstream.seen
+    assert second.at - first.at >= 1.0
+    assert value(telemetry, "otel_dist.client.retries", target, otel_dist__retry__reason="status_429") == 1
+
+
+async def test_429_retry_after_http_date_is_waited(telemetry, upstream, target):
+    not_before = math.ceil(time.time()) + 1  # 1 to 2 s away, at the date's one-second resolution
+    date = email.utils.formatdate(not_before, usegmt=True)
+    upstream.tell(Step(status=429, headers={"Retry-After": date}), default=Step())
+    async with ServiceClient(target, upstream.url, timeout=5, **FAST) as client:
+        response = await client.get("/quota")
+    assert response.status_code == 200
+    assert upstream.seen[1].wall >= not_before
+
+
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(telemetry, upstream, target):
+    upstream.tell(default=Step(status=503, headers={"Retry-After": "120"}))
+    async with ServiceClient(target, upstream.url, timeout=2, **FAST) as client:
+        started = time.monotonic()
+        with pytest.raises(ServiceCallError) as caught:
+            await client.get("/quota")
+        elapsed = time.monotonic() - started
+    assert (caught.value.reason, caught.value.attempts) == ("deadline", 1)
+    assert caught.value.response is not None and caught.value.response.status_code == 503
+    assert elapsed < 0.5
+    assert len(upstream.seen) == 1
+    assert value(telemetry, "otel_dist.client.give_ups", target, otel_dist__give_up__reason="deadline") == 1
+
+
+# 5 ------------------------------------------------------------------------------------------
+
+
+async def test_persistent_500_opens_the_breaker_then_calls_fail_fast(telemetry, upstream, target):
+    upstream.tell(default=Step(status=500))
+    async with ServiceClient(target, upstream.url, failure_threshold=3, breaker_timeout=30, **FAST) as client:
+        for _ in range(3):  # 500 is not retried, but each one counts toward the breaker
+            assert (await client.get("/boom")).status_code == 500
+        assert breaker_states()[target] == "open"
+        for _ in range(5):
+            started = time.perf_counter()
+            with pytest.raises(CircuitOpenError) as caught:
+                await client.get("/boom")
+            assert time.perf_counter() - started < 0.05
+    assert len(upstream.seen) == 3  # nothing reached the server once open
+    err = caught.value
+    assert (err.target, err.reason, err.attempts) == (target, "circuit_open", 0)
+    assert target in str(err) and "open" in str(err)
+    assert value(telemetry, "otel_dist.circuit_breaker.rejections", target) == 5
+    assert value(telemetry, "otel_dist.client.give_ups", target, otel_dist__give_up__reason="circuit_open") == 5
+    assert value(telemetry, "otel_dist.client.call.duration", target, otel_dist__outcome="rejected") == 5
+    assert value(telemetry, "otel_dist.client.retries", target) == 0
+    transitions = "otel_dist.circuit_breaker.transitions"
+    assert value(telemetry, transitions, target, otel_dist__circuit_breaker__from="closed") == 1
+    assert value(telemetry, "otel_dist.circuit_breaker.state", target) == 1
+
+
+# 6 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("probe_status", "final_state"), [(200, "closed"), (500, "open")])
+async def test_half_open_admits_exactly_one_of_20_concurrent_callers(
+    telemetry, upstream, target, probe_status, final_state
+):
+    upstream.tell(Step(status=500), default=Step(status=probe_status, delay=0.2))
+    async with ServiceClient(
+        target, upstream.url, failure_threshold=1, success_threshold=1, breaker_timeout=0.2, **FAST
+    ) as client:
+        assert (await client.get("/x")).status_code == 500
+        assert breaker_states()[target] == "open"
+        await asyncio.sleep(0.25)
+        results = await asyncio.gather(*(client.get("/x") for _ in range(20)), return_exceptions=True)
+    assert len(upstream.seen) == 2  # the tripping call, then exactly one probe
+    responses = [r for r in results if isinstance(r, httpx.Response)]
+    rejected = [r for r in results if isinstance(r, CircuitOpenError)]
+    assert [r.status_code for r in responses] == [probe_status]
+    assert len(rejected) == 19
+    assert breaker_states()[target] == final_state
+    transitions = telemetry.metric_points("otel_dist.circuit_breaker.transitions")
+    counted = {
+        (a["otel_dist.circuit_breaker.from"], a["otel_dist.circuit_breaker.to"]): p.value
+        for a, p in transitions
+        if a["otel_dist.target"] == target
+    }
+    expected = {("closed", "open"): 1, ("open", "half_open"): 1}
+    expected[("half_open", final_state)] = 1
+    assert counted == expected
+    logged = [
+        (line["otel_dist.circuit_breaker.from"], line["otel_dist.circuit_breaker.to"])
+        for line in telemetry.log_lines()
+        if line.get("otel_dist.target") == target and "otel_dist.circuit_breaker.to" in line
+    ]
+    assert sorted(logged) == sorted(expected)  # one log line per transition, no duplicates
+
+
+# 7 ------------------------------------------------------------------------------------------
+
+
+async def test_slow_upstream_never_gets_an_attempt_after_the_deadline(telemetry, upstream, target):
+    upstream.tell(default=Step(delay=1.0))
+    deadline = 0.6
+    async with ServiceClient(
+        target, upstream.url, timeout=deadline, attempt_timeout=0.25, max_retries=10, **FAST
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(ServiceCallError) as caught:
+            await client.get("/slow")
+        elapsed = time.monotonic() - started
+    assert caught.value.reason == "deadline"
+    assert elapsed < deadline + 0.15
+    assert 2 <= len(upstream.seen) <= 3
+    assert all(seen.at < started + deadline for seen in upstream.seen)
+    assert caught.value.attempts == len(upstream.seen)
+
+
+# 8 ------------------------------------------------------------------------------------------
+
+
+async def test_caller_cancellation_mid_attempt_stops_and_does_not_trip_the_breaker(telemetry, upstream, target):
+    upstream.tell(default=Step(status=503, delay=0.5))
+    async with ServiceClient(target, upstream.url, failure_threshold=1, max_retries=5, **FAST) as client:
+        task = asyncio.create_task(client.get("/slow"))
+        while not upstream.seen:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.7)  # long enough for a (wrong) retry to reach the server
+    assert len(upstream.seen) == 1
+    assert breaker_states()[target] == "closed"
+    assert client.breaker.failures == 0
+    assert value(telemetry, "otel_dist.client.retries", target) == 0
+    assert value(telemetry, "otel_dist.client.give_ups", target) == 0
+    assert logical_span(telemetry, target).attributes["error.type"] == "CancelledError"
+
+
+# 9 ------------------------------------------------------------------------------------------
+
+
+async def test_4xx_is_returned_not_retried_and_leaves_the_breaker_alone(telemetry, upstream, target):
+    upstream.tell(Step(status=500), Step(status=400), Step(status=404), Step(status=422), Step(status=500))
+    async with ServiceClient(target, upstream.url, failure_threshold=2, breaker_timeout=30, **FAST) as client:
+        assert (await client.get("/a")).status_code == 500
+        assert client.breaker.failures == 1
+        for status in (400, 404, 422):
+            assert (await client.get("/a")).status_code == status
+            assert client.breaker.failures == 1  # pybreaker's `exclude` would have reset it
+        assert breaker_states()[target] == "closed"
+        assert (await client.get("/a")).status_code == 500  # the count was not healed by the 4xx
+    assert breaker_states()[target] == "open"
+    assert len(upstream.seen) == 5
+    assert value(telemetry, "otel_dist.client.retries", target) == 0
+    assert value(telemetry, "otel_dist.client.call.duration", target, error__type="404") == 1

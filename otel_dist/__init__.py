@@ -5,6 +5,8 @@
 """
 
 from ._bootstrap import Telemetry, bootstrap, current
+from ._db import Database, DbSession, db_session
+from ._health import Readiness, ReadinessCheck
 from ._logs import StructuredLogger, get_logger
 from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
 from ._settings import ConfigError, Settings, load_settings
@@ -13,6 +15,10 @@ from ._web import instrument_app
 __all__ = [
     "CircuitOpenError",
     "ConfigError",
+    "Database",
+    "DbSession",
+    "Readiness",
+    "ReadinessCheck",
     "ServiceCallError",
     "ServiceClient",
     "Settings",
@@ -21,6 +27,7 @@ __all__ = [
     "bootstrap",
     "breaker_states",
     "current",
+    "db_session",
     "get_logger",
     "instrument_app",
     "load_settings",

@@ -24,34 +24,35 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import Stack, start_stack  # noqa: E402
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from stack import Stack, start_stack
 
-from opentelemetry import metrics, trace  # noqa: E402
-from opentelemetry._logs import SeverityNumber  # noqa: E402
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # noqa: E402
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # noqa: E402
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
-from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
-from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: E402
-from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-
-RESOURCE = Resource.create({
-    "service.name": "smoke-svc",
-    "service.instance.id": "smoke-1",
-    "deployment.environment.name": "test",
-})
+RESOURCE = Resource.create(
+    {
+        "service.name": "smoke-svc",
+        "service.instance.id": "smoke-1",
+        "deployment.environment.name": "test",
+    }
+)
 
 # (PromQL selector that must return data, what it proves)
 EXPECTED = [
     ('http_server_request_duration_seconds_bucket{job="smoke-svc",http_route="/orders/{id}"}', "app histogram"),
     ('otel_dist_circuit_breaker_state{otel_dist_target="orders"}', "gauge"),
     ('otel_dist_client_retries_total{otel_dist_target="orders"}', "counter"),
-    ('otel_dist_client_give_ups_total', "counter"),
-    ('otel_dist_circuit_breaker_transitions_total', "counter"),
+    ("otel_dist_client_give_ups_total", "counter"),
+    ("otel_dist_circuit_breaker_transitions_total", "counter"),
     ('otel_dist_telemetry_dropped_total{otel_dist_signal="logs"}', "app dropped counter"),
     ('traces_span_metrics_calls_total{service_name="smoke-svc"}', "span metrics"),
     ('traces_span_metrics_duration_seconds_bucket{service_name="smoke-svc"}', "span metrics histogram"),
@@ -66,8 +67,9 @@ def send_telemetry(stack: Stack) -> str:
     base = stack.urls["otlp_http"]
     tp = TracerProvider(resource=RESOURCE)
     tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces")))
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
-                                           export_interval_millis=60_000)
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{base}/v1/metrics"), export_interval_millis=60_000
+    )
     mp = MeterProvider(resource=RESOURCE, metric_readers=[reader])
     lp = LoggerProvider(resource=RESOURCE)
     lp.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{base}/v1/logs")))
@@ -86,18 +88,33 @@ def send_telemetry(stack: Stack) -> str:
         span.set_attribute("http.request.method", "GET")
         span.set_attribute("http.response.status_code", 500)
         # Recorded inside the span so the SDK attaches a trace_id exemplar.
-        duration.record(0.42, {"http.request.method": "GET", "http.route": "/orders/{id}",
-                               "http.response.status_code": 500, "error.type": "500"})
+        duration.record(
+            0.42,
+            {
+                "http.request.method": "GET",
+                "http.route": "/orders/{id}",
+                "http.response.status_code": 500,
+                "error.type": "500",
+            },
+        )
         state.set(1, {"otel_dist.target": "orders"})
         retries.add(2, {"otel_dist.target": "orders", "otel_dist.retry.reason": "timeout"})
         give_ups.add(1, {"otel_dist.target": "orders"})
-        transitions.add(1, {"otel_dist.target": "orders", "otel_dist.circuit_breaker.from": "closed",
-                            "otel_dist.circuit_breaker.to": "open"})
+        transitions.add(
+            1,
+            {
+                "otel_dist.target": "orders",
+                "otel_dist.circuit_breaker.from": "closed",
+                "otel_dist.circuit_breaker.to": "open",
+            },
+        )
         dropped.add(3, {"otel_dist.signal": "logs"})
         lp.get_logger("otel_dist.smoke").emit(
-            body="smoke log", severity_number=SeverityNumber.INFO, severity_text="INFO")
+            body="smoke log", severity_number=SeverityNumber.INFO, severity_text="INFO"
+        )
 
-    mp.force_flush()
+    # One metric export only (at shutdown): the exporter exposes the *latest* point, and a
+    # second export without new measurements would carry no exemplars.
     tp.shutdown()
     mp.shutdown()
     lp.shutdown()
@@ -121,6 +138,15 @@ def prom_query(stack: Stack, expr: str) -> list[dict]:
         return json.load(resp)["data"]["result"]
 
 
+def prom_exemplars(stack: Stack, metric: str, trace_id: str) -> list[dict]:
+    """Exemplars of ``metric`` carrying ``trace_id`` (needs --enable-feature=exemplar-storage)."""
+    now = time.time()
+    query = urllib.parse.urlencode({"query": metric, "start": now - 300, "end": now + 60})
+    with urllib.request.urlopen(f"{stack.urls['prometheus']}/api/v1/query_exemplars?{query}", timeout=5) as resp:
+        data = json.load(resp)["data"]
+    return [e["labels"] for series in data for e in series["exemplars"] if e["labels"].get("trace_id") == trace_id]
+
+
 def sink_has(stack: Stack, signal: str, needle: str) -> bool:
     path = stack.sink_dir / f"{signal}.jsonl"
     return path.exists() and needle in path.read_text()
@@ -130,8 +156,14 @@ def main() -> int:
     keep = "--keep" in sys.argv
     state_file = Path(tempfile.mkdtemp(prefix="otel-dist-smoke-")) / "stack.json"
     t0 = time.monotonic()
-    stack = start_stack(free_ports=True, scrape_interval="1s", state_file=state_file,
-                        env={"OTELCOL_SPAN_METRICS_FLUSH_INTERVAL": "1s"})
+    stack = start_stack(
+        free_ports=True,
+        scrape_interval="1s",
+        state_file=state_file,
+        # Span-metric exemplars are only exposed until the next flush: keep the
+        # flush interval above the scrape interval so Prometheus sees them.
+        env={"OTELCOL_SPAN_METRICS_FLUSH_INTERVAL": "3s"},
+    )
     print(f"stack up in {time.monotonic() - t0:.1f}s: {stack.urls['prometheus']} pids={stack.pids}")
     ok = True
     try:
@@ -148,11 +180,18 @@ def main() -> int:
             except AssertionError as exc:
                 ok = False
                 print(f"FAIL {what:24} {exc}")
+        for metric in ("http_server_request_duration_seconds_bucket", "traces_span_metrics_duration_seconds_bucket"):
+            try:
+                ex = wait_for(f"exemplar on {metric}", lambda m=metric: prom_exemplars(stack, m, trace_id))
+                print(f"ok   exemplar trace_id={trace_id} on {metric}: {ex}")
+            except AssertionError as exc:
+                ok = False
+                print(f"FAIL exemplar {exc}")
         names = prom_query(stack, 'count by (__name__) ({__name__=~"otel_dist.*|http_.*|traces_.*"})')
         print("app-side metric names in Prometheus:", sorted(r["metric"]["__name__"] for r in names))
     finally:
         if keep:
-            print(f"--keep: left running; stop with: python collector/stack.py down  (state {state_file})")
+            print(f"--keep: left running; stop with: python collector/stack.py --state-file {state_file} down")
         else:
             pids = dict(stack.pids)
             stack.stop()

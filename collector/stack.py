@@ -38,9 +38,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 HERE = Path(__file__).resolve().parent
 BUILD_SH = HERE / "build.sh"
@@ -148,8 +148,10 @@ def start_stack(
     """
     running = stack_status(state_file)
     if running is not None:
-        raise StackError(f"a stack is already running (pids {running.pids}, state {state_file}); "
-                         "stop it first (`stack.py down`) or pass another state_file")
+        raise StackError(
+            f"a stack is already running (pids {running.pids}, state {state_file}); "
+            "stop it first (`stack.py down`) or pass another state_file"
+        )
 
     collector = _find_collector(collector_bin, build)
     prometheus = _find_prometheus(prometheus_bin)
@@ -172,22 +174,33 @@ def start_stack(
     )
     try:
         # Sink first: the collector exports to it from its first batch on.
-        _spawn(stack, "sink", [python or sys.executable, str(SINK_SCRIPT),
-                               "--dir", str(stack.sink_dir), "--port", str(chosen["sink"])])
+        _spawn(
+            stack,
+            "sink",
+            [python or sys.executable, str(SINK_SCRIPT), "--dir", str(stack.sink_dir), "--port", str(chosen["sink"])],
+        )
         _wait_http(stack, "sink", stack.urls["sink"] + "/healthz", timeout)
 
-        _spawn(stack, "collector", [str(collector), f"--config={COLLECTOR_CONFIG}"],
-               env={**collector_env(chosen), **(env or {})})
+        _spawn(
+            stack,
+            "collector",
+            [str(collector), f"--config={COLLECTOR_CONFIG}"],
+            env={**collector_env(chosen), **(env or {})},
+        )
         _wait_http(stack, "collector", stack.urls["health"], timeout)
 
-        _spawn(stack, "prometheus", [
-            str(prometheus),
-            f"--config.file={prom_cfg}",
-            f"--storage.tsdb.path={root / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{chosen['prometheus']}",
-            "--enable-feature=exemplar-storage",  # keep trace_id exemplars from the exporter
-            "--web.enable-lifecycle",  # POST /-/reload after tests rewrite rules
-        ])
+        _spawn(
+            stack,
+            "prometheus",
+            [
+                str(prometheus),
+                f"--config.file={prom_cfg}",
+                f"--storage.tsdb.path={root / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{chosen['prometheus']}",
+                "--enable-feature=exemplar-storage",  # keep trace_id exemplars from the exporter
+                "--web.enable-lifecycle",  # POST /-/reload after tests rewrite rules
+            ],
+        )
         _wait_http(stack, "prometheus", stack.urls["prometheus"] + "/-/ready", timeout)
         Path(state_file).parent.mkdir(parents=True, exist_ok=True)
         Path(state_file).write_text(json.dumps(stack.to_json(), indent=2) + "\n")
@@ -282,8 +295,9 @@ def _find_collector(explicit: str | Path | None, build: bool) -> Path:
 def _find_prometheus(explicit: str | Path | None) -> str:
     chosen = str(explicit or os.environ.get(ENV_PROMETHEUS_BIN) or shutil.which("prometheus") or "")
     if not chosen or not os.access(chosen, os.X_OK):
-        raise StackError("prometheus binary not found (Debian: apt-get install prometheus; "
-                         f"or set {ENV_PROMETHEUS_BIN})")
+        raise StackError(
+            f"prometheus binary not found (Debian: apt-get install prometheus; or set {ENV_PROMETHEUS_BIN})"
+        )
     return chosen
 
 
@@ -296,8 +310,9 @@ def _choose_ports(overrides: Mapping[str, int], free: bool) -> dict[str, int]:
         ports[name] = overrides.get(name) or (_free_port() if free else default)
     for name, port in ports.items():
         if not _port_free(port):
-            raise StackError(f"port {port} ({name}) is in use on 127.0.0.1; "
-                             "use free_ports=True / --free-ports or pass another port")
+            raise StackError(
+                f"port {port} ({name}) is in use on 127.0.0.1; use free_ports=True / --free-ports or pass another port"
+            )
     return ports
 
 
@@ -318,11 +333,17 @@ def _port_free(port: int) -> bool:
 
 
 def _spawn(stack: Stack, name: str, cmd: list[str], env: Mapping[str, str] | None = None) -> None:
-    log = open(Path(stack.data_dir) / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it
+    log = open(Path(stack.data_dir) / "logs" / f"{name}.log", "ab")
     # New session: Ctrl-C in the terminal reaches only stack.py, which then stops
     # the children in order; a detached stack also survives its parent.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     log.close()
     stack.pids[name] = proc.pid
     stack._procs[name] = proc
@@ -385,16 +406,19 @@ def _terminate(name: str, pid: int, proc: subprocess.Popen | None, timeout: floa
 
 def _print_stack(stack: Stack) -> None:
     u = stack.urls
-    print(f"""otel-dist stack is up (data: {stack.data_dir})
-  Prometheus UI        {u['prometheus']}   (try: http_server_request_duration_seconds_count)
-  OTLP/HTTP endpoint   {u['otlp_http']}    (OTEL_EXPORTER_OTLP_ENDPOINT)
-  OTLP/gRPC endpoint   {u['otlp_grpc']}
-  collector health     {u['health']}
-  app metrics          {u['prometheus_exporter']}
-  collector metrics    {u['collector_telemetry']}
+    print(
+        f"""otel-dist stack is up (data: {stack.data_dir})
+  Prometheus UI        {u["prometheus"]}   (try: http_server_request_duration_seconds_count)
+  OTLP/HTTP endpoint   {u["otlp_http"]}    (OTEL_EXPORTER_OTLP_ENDPOINT)
+  OTLP/gRPC endpoint   {u["otlp_grpc"]}
+  collector health     {u["health"]}
+  app metrics          {u["prometheus_exporter"]}
+  collector metrics    {u["collector_telemetry"]}
   received telemetry   {stack.sink_dir}/{{traces,logs,metrics}}.jsonl
   state file           {stack.state_file}
-  pids                 {stack.pids}""", flush=True)
+  pids                 {stack.pids}""",
+        flush=True,
+    )
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -403,6 +427,7 @@ def _raise_interrupt(*_: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stack.py", description="otel-dist local collector + Prometheus stack")
+    parser.add_argument("--state-file", default=str(STATE_FILE), help="default: %(default)s")
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the stack (foreground until Ctrl-C unless --detach)")
     up.add_argument("--detach", action="store_true", help="leave it running; stop with `down`")
@@ -414,29 +439,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "status":
-        stack = stack_status()
+        stack = stack_status(args.state_file)
         if stack is None:
             print("no stack running", file=sys.stderr)
             return 1
         print(json.dumps({**stack.to_json(), "alive": stack.alive()}, indent=2))
         return 0
     if args.cmd == "down":
-        stopped = stop_stack()
+        stopped = stop_stack(args.state_file)
         print("stack stopped" if stopped else "no stack running")
         return 0
 
     try:
-        stack = start_stack(free_ports=args.free_ports, scrape_interval=args.scrape_interval,
-                            build=not args.no_build)
+        stack = start_stack(
+            free_ports=args.free_ports,
+            scrape_interval=args.scrape_interval,
+            build=not args.no_build,
+            state_file=args.state_file,
+        )
     except StackError as exc:
         print(f"stack.py: {exc}", file=sys.stderr)
         return 1
     _print_stack(stack)
     if args.detach:
-        print("detached; stop with: python collector/stack.py down")
+        print(f"detached; stop with: python {sys.argv[0]} down")
         return 0
     # Foreground: wait for Ctrl-C / SIGTERM or for a process to die, then stop all.
+    # Explicit handlers: SIGINT may be inherited as "ignored" (e.g. when launched with `&`).
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     print("press Ctrl-C to stop", flush=True)
     try:
         while all(stack.alive().values()):

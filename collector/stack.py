@@ -305,9 +305,14 @@ def _choose_ports(overrides: Mapping[str, int], free: bool) -> dict[str, int]:
     unknown = set(overrides) - set(DEFAULT_PORTS)
     if unknown:
         raise ValueError(f"unknown port names {sorted(unknown)}; known: {sorted(DEFAULT_PORTS)}")
-    ports = {}
+    ports: dict[str, int] = {}
     for name, default in DEFAULT_PORTS.items():
-        ports[name] = overrides.get(name) or (_free_port() if free else default)
+        port = overrides.get(name) or default
+        if free and name not in overrides:
+            port = _free_port()
+            while port in ports.values():  # the kernel may hand out the same port twice
+                port = _free_port()
+        ports[name] = port
     for name, port in ports.items():
         if not _port_free(port):
             raise StackError(

@@ -185,11 +185,12 @@ class ServiceClient:
             try:
                 response: httpx.Response = await self._send_with_retries(call)
             except AttemptFailed as failed:
-                error = self._give_up(call, failed, method_attr, time.monotonic() - start)
+                error, error_type = self._give_up(call, failed, method_attr, time.monotonic() - start)
                 end_attrs["otel_dist.give_up.reason"] = error.reason
-                outcome = "rejected" if isinstance(error, CircuitOpenError) else "failure"
-                error_type = failed.error_type
-                raise error from failed.error
+                # rejected: the breaker refused the call before any I/O; failure otherwise
+                outcome = "rejected" if call.attempts == 0 and error.reason == "circuit_open" else "failure"
+                last = call.last_failure
+                raise error from (last.error if last is not None else None)
             status = response.status_code
             end_attrs["http.response.status_code"] = status
             if status < 400:
@@ -271,10 +272,13 @@ class ServiceClient:
             reason = error_retry_reason(exc)
             if reason is None:  # a local error (bad URL, consumed stream...): not the upstream's fault
                 self._record(ticket, NEUTRAL)
-                raise AttemptFailed(call, give_up="non_retryable", error=exc) from exc
-            self._record(ticket, FAILURE)
-            give_up = None if call.replayable else "non_retryable"
-            raise AttemptFailed(call, reason=reason, give_up=give_up, error=exc) from exc
+                failure = AttemptFailed(call, give_up="non_retryable", error=exc)
+            else:
+                self._record(ticket, FAILURE)
+                give_up = None if call.replayable else "non_retryable"
+                failure = AttemptFailed(call, reason=reason, give_up=give_up, error=exc)
+            call.last_failure = failure
+            raise failure from exc
         except BaseException:
             self._record(ticket, NEUTRAL)  # cancelled by the caller: not the upstream's failure
             raise
@@ -282,13 +286,14 @@ class ServiceClient:
         # 4xx neither trips nor heals the breaker; 5xx trips it
         self._record(ticket, SUCCESS if status < 400 else (FAILURE if status >= 500 else NEUTRAL))
         if status in RETRYABLE_STATUSES:
-            raise AttemptFailed(
+            call.last_failure = AttemptFailed(
                 call,
                 reason=f"status_{status}",
                 give_up=None if call.replayable else "non_retryable",
                 response=response,
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
+            raise call.last_failure
         return response
 
     def _record(self, ticket: Ticket, outcome: str) -> None:
@@ -301,44 +306,43 @@ class ServiceClient:
         reason = failure.reason if isinstance(failure, AttemptFailed) else None
         self._telemetry.record_retry(self.target, reason or "unknown")
 
-    def _give_up(self, call: CallState, failed: AttemptFailed, method: str, elapsed: float) -> ServiceCallError:
+    def _give_up(
+        self, call: CallState, failed: AttemptFailed, method: str, elapsed: float
+    ) -> tuple[ServiceCallError, str]:
+        """The error for the caller and its ``error.type``; records the give-up (metric + one log line)."""
         reason = call.give_up_reason or "max_tries"
-        self._telemetry.record_give_up(self.target, method, reason, call.attempts, failed.error_type, elapsed)
+        last = call.last_failure  # the last attempt that did I/O, if any
+        error_type = last.error_type if last is not None else failed.error_type
+        self._telemetry.record_give_up(self.target, method, reason, call.attempts, error_type, elapsed)
         attempts = f"{call.attempts} attempt{'s' if call.attempts != 1 else ''}"
-        if failed.rejected is not None:
-            state = failed.rejected.state
-            why = (
-                f"circuit breaker open, next probe in {failed.rejected.retry_in:.2f} s"
-                if state == "open"
-                else "circuit breaker half-open with its probe in flight"
-            )
-            return CircuitOpenError(
-                f"{self.target}: call rejected without I/O ({why}); {attempts} made",
-                target=self.target,
-                reason="circuit_open",
-                attempts=call.attempts,
-                request=call.request,
-            )
-        if failed.response is not None:
-            last = f"HTTP {failed.response.status_code}"
-        elif failed.error is not None:
-            last = (
-                f"{type(failed.error).__name__}: {failed.error}" if str(failed.error) else type(failed.error).__name__
-            )
+        if last is None:
+            detail = "no request sent"
+        elif last.response is not None:
+            detail = f"HTTP {last.response.status_code}"
         else:
-            last = "no attempt started"
-        explain = {
-            "max_tries": f"no attempts left (max_retries={self.config.max_retries})",
-            "deadline": f"total deadline of {self.config.timeout:g} s reached or too close",
-            "non_retryable": f"{call.request.method} without Idempotency-Key or a non-retryable error",
-            "circuit_open": "the circuit breaker opened",
-        }[reason]
+            detail = f"{type(last.error).__name__}: {last.error}".rstrip(": ")
+        rejected = failed.rejected
+        if rejected is not None and rejected.state == "open":
+            why = f"circuit breaker open, next probe in {rejected.retry_in:.2f} s"
+        elif rejected is not None:
+            why = "circuit breaker half-open with its probe in flight"
+        else:
+            why = {
+                "max_tries": f"no attempts left (max_retries={self.config.max_retries})",
+                "deadline": f"total deadline of {self.config.timeout:g} s reached or too close",
+                "non_retryable": f"{call.request.method} without Idempotency-Key, or an error retrying cannot fix",
+                "circuit_open": "the circuit breaker is open",
+            }[reason]
         error_cls = CircuitOpenError if reason == "circuit_open" else ServiceCallError
-        return error_cls(
-            f"{self.target}: gave up after {attempts} ({reason}: {explain}); last: {last}",
+        message = f"{self.target}: gave up after {attempts} ({reason}: {why}); last: {detail}"
+        if call.attempts == 0 and rejected is not None:
+            message = f"{self.target}: call rejected without I/O ({why})"
+        error = error_cls(
+            message,
             target=self.target,
             reason=reason,
             attempts=call.attempts,
-            response=failed.response,
+            response=last.response if last is not None else None,
             request=call.request,
         )
+        return error, error_type

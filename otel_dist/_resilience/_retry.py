@@ -81,7 +81,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class CallState:
     """One logical call: its deadline (monotonic), the request resent on every attempt, and how it ended."""
 
-    __slots__ = ("attempts", "breaker", "deadline", "give_up_reason", "replayable", "request", "trace_hook")
+    __slots__ = (
+        "attempts",
+        "breaker",
+        "deadline",
+        "give_up_reason",
+        "last_failure",
+        "replayable",
+        "request",
+        "trace_hook",
+    )
 
     def __init__(self, request: httpx.Request, deadline: float, breaker: Breaker) -> None:
         self.request = request
@@ -90,6 +99,7 @@ class CallState:
         self.replayable = is_replayable(request)
         self.attempts = 0
         self.give_up_reason: str | None = None
+        self.last_failure: AttemptFailed | None = None  # the last attempt that did I/O and failed
         self.trace_hook: Any = request.extensions.get("trace")
 
     def remaining(self) -> float:

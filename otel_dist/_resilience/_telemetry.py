@@ -97,7 +97,7 @@ class ClientTelemetry:
         self.give_ups.add(
             1, self._cached(("give_up", target, reason), {TARGET: target, "otel_dist.give_up.reason": reason})
         )
-        log = _log.info if reason == "circuit_open" else _log.warning
+        log = _log.info if reason == "circuit_open" and attempts == 0 else _log.warning
         log(
             "service call gave up",
             **{

@@ -347,3 +347,105 @@ async def test_4xx_is_returned_not_retried_and_leaves_the_breaker_alone(telemetr
     assert len(upstream.seen) == 5
     assert value(telemetry, "otel_dist.client.retries", target) == 0
     assert value(telemetry, "otel_dist.client.call.duration", target, error__type="404") == 1
+
+
+# 10 -----------------------------------------------------------------------------------------
+
+
+def scrape(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus samples as {(name, labels): value}; otel_scope_* and empty labels (= absent) dropped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = frozenset((k, v) for k, v in sample.labels.items() if v and not k.startswith("otel_scope"))
+            out[(sample.name, labels)] = sample.value
+    return out
+
+
+def series(name: str, **labels: str) -> tuple[str, frozenset]:
+    return name, frozenset(labels.items())
+
+
+async def test_metrics_endpoint_and_logs_of_the_calling_app(telemetry, upstream, target):
+    from contextlib import asynccontextmanager
+
+    from fastapi.responses import JSONResponse as Json
+
+    from otel_dist import instrument_app
+
+    flaky, down, broken = f"{target}-flaky", f"{target}-down", f"{target}-broken"
+    refused = refused_url()
+    clients: dict[str, ServiceClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(app):  # clients live on the serving event loop
+        clients[flaky] = ServiceClient(flaky, upstream.url, **FAST)
+        clients[down] = ServiceClient(down, refused, max_retries=1, failure_threshold=50, **FAST)
+        clients[broken] = ServiceClient(broken, upstream.url, failure_threshold=1, breaker_timeout=30, **FAST)
+        yield
+        for client in clients.values():
+            await client.aclose()
+
+    caller = FastAPI(lifespan=lifespan)
+
+    @caller.get("/call/{name}")
+    async def call(name: str) -> Json:
+        try:
+            response = await clients[name].get("/x")
+        except ServiceCallError as exc:
+            return Json({"gave_up": exc.reason}, status_code=502)
+        return Json({"status": response.status_code})
+
+    instrument_app(caller, telemetry=telemetry.telemetry)
+    traces = {}
+    with serve_app(caller) as caller_url:
+        async with httpx.AsyncClient(base_url=caller_url) as http:
+            for name, steps in ((flaky, [Step(503), Step(200)]), (down, []), (broken, [Step(500)]), (broken, [])):
+                upstream.tell(*steps)
+                response = await http.get(f"/call/{name}")
+                traces.setdefault(name, []).append(response.headers["traceresponse"].split("-")[1])
+            text = (await http.get("/metrics")).text
+    samples = scrape(text)
+    T = "otel_dist_target"
+    assert samples[series("otel_dist_client_retries_total", **{T: flaky}, otel_dist_retry_reason="status_503")] == 1
+    assert samples[series("otel_dist_client_retries_total", **{T: down}, otel_dist_retry_reason="connect_error")] == 1
+    assert samples[series("otel_dist_client_give_ups_total", **{T: down}, otel_dist_give_up_reason="max_tries")] == 1
+    assert (
+        samples[series("otel_dist_client_give_ups_total", **{T: broken}, otel_dist_give_up_reason="circuit_open")] == 1
+    )
+    assert samples[series("otel_dist_circuit_breaker_rejections_total", **{T: broken})] == 1
+    assert samples[series("otel_dist_circuit_breaker_state", **{T: broken})] == 1
+    assert samples[series("otel_dist_circuit_breaker_state", **{T: flaky})] == 0
+    transition = series(
+        "otel_dist_circuit_breaker_transitions_total",
+        **{T: broken},
+        otel_dist_circuit_breaker_from="closed",
+        otel_dist_circuit_breaker_to="open",
+    )
+    assert samples[transition] == 1
+    duration = series(
+        "otel_dist_client_call_duration_seconds_count",
+        **{T: flaky},
+        http_request_method="GET",
+        otel_dist_outcome="success",
+    )
+    assert samples[duration] == 1
+    rejected = series(
+        "otel_dist_client_call_duration_seconds_count",
+        **{T: broken},
+        http_request_method="GET",
+        otel_dist_outcome="rejected",
+        error_type="circuit_open",
+    )
+    assert samples[rejected] == 1
+
+    client_lines = [line for line in telemetry.log_lines() if line["logger"] == "otel_dist.client"]
+    (give_up,) = [line for line in client_lines if line.get("otel_dist.give_up.reason") == "max_tries"]
+    assert give_up["trace_id"] == traces[down][0]
+    assert (give_up["otel_dist.target"], give_up["otel_dist.attempts"], give_up["level"]) == (down, 2, "WARNING")
+    (opened,) = [line for line in client_lines if line.get("otel_dist.circuit_breaker.to") == "open"]
+    assert opened["trace_id"] == traces[broken][0]
+    (rejected_line,) = [line for line in client_lines if line.get("otel_dist.give_up.reason") == "circuit_open"]
+    assert rejected_line["trace_id"] == traces[broken][1]

@@ -11,6 +11,7 @@ import atexit
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import warnings
@@ -210,6 +211,7 @@ def _instrument_libraries(tel: Telemetry) -> None:
 
 def _register_exit_and_fork(tel: Telemetry) -> None:
     atexit.register(tel.shutdown)
+    _flush_on_sigterm()
     pid = os.getpid()
 
     def after_fork() -> None:
@@ -221,6 +223,40 @@ def _register_exit_and_fork(tel: Telemetry) -> None:
 
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=after_fork)
+
+
+_previous_sigterm: Any = None
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    tel = _current
+    if tel is not None:
+        tel.shutdown()
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+
+def _flush_on_sigterm() -> None:
+    """Flush before SIGTERM ends the process.
+
+    uvicorn drains in-flight requests on SIGTERM, then re-raises the signal with
+    the handler it found at startup; under the default handler the process dies
+    without running ``atexit``, and every span and log still queued is lost.
+    This handler (installed once, main thread only) flushes the current handle,
+    then hands the signal on to whatever handler was there before.
+    """
+    global _previous_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is _on_sigterm or previous == signal.SIG_IGN:
+        return
+    _previous_sigterm = previous
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _log_configuration(tel: Telemetry) -> None:

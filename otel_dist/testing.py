@@ -213,7 +213,8 @@ class ServerProcess:
         raise RuntimeError(f"{self.proc.args!r} not ready after {timeout}s:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still readable after stop()
+            self._log.flush()
         with open(self.log_path) as fh:
             return fh.read()
 

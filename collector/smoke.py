@@ -16,6 +16,7 @@ This is also a worked example for the e2e tests built on stack.py.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -198,6 +199,7 @@ def main() -> int:
             leftover = {n: p for n, p in pids.items() if Path(f"/proc/{p}").exists()}
             print("ok   all processes stopped" if not leftover else f"FAIL left running: {leftover}")
             ok = ok and not leftover
+            shutil.rmtree(state_file.parent, ignore_errors=True)
     return 0 if ok else 1
 
 

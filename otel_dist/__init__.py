@@ -4,6 +4,7 @@
 ``instrument_app(app)``.  Everything not re-exported here is private.
 """
 
+from ._auth import CallingService, ServiceIdentity, ServiceTokenAuth, TokenMinter, calling_service, service_auth
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, DbSession, db_session
 from ._health import Readiness, ReadinessCheck
@@ -13,6 +14,7 @@ from ._settings import ConfigError, Settings, load_settings
 from ._web import instrument_app
 
 __all__ = [
+    "CallingService",
     "CircuitOpenError",
     "ConfigError",
     "Database",
@@ -21,14 +23,19 @@ __all__ = [
     "ReadinessCheck",
     "ServiceCallError",
     "ServiceClient",
+    "ServiceIdentity",
+    "ServiceTokenAuth",
     "Settings",
     "StructuredLogger",
     "Telemetry",
+    "TokenMinter",
     "bootstrap",
     "breaker_states",
+    "calling_service",
     "current",
     "db_session",
     "get_logger",
     "instrument_app",
     "load_settings",
+    "service_auth",
 ]

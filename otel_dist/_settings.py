@@ -433,6 +433,66 @@ class Settings:
         accepts="a comma list of exact paths",
         doc="paths that need no service token",
     )
+    jwt_allowed_algorithms: tuple[str, ...] = _setting(
+        "SERVICE_JWT_ALLOWED_ALGORITHMS",
+        default=(),
+        parse=lambda v: tuple(
+            _choice("HS256", "HS384", "HS512", "ES256", "EdDSA", lower=False)(a) for a in _text_list(v)
+        ),
+        accepts="a comma list of HS256, HS384, HS512, ES256, EdDSA",
+        doc="algorithms accepted when verifying; empty = SERVICE_JWT_ALGORITHM only",
+    )
+    jwt_previous_secret: str | None = _setting(
+        "SERVICE_JWT_PREVIOUS_SECRET",
+        default=None,
+        parse=_optional_text,
+        accepts="a secret of >= 32 bytes",
+        secret=True,
+        doc="previous HMAC secret, still accepted when verifying (rotation overlap)",
+    )
+    jwt_private_key: str | None = _setting(
+        "SERVICE_JWT_PRIVATE_KEY",
+        default=None,
+        parse=lambda v: v.strip().replace("\\n", "\n") or None,
+        accepts="a PEM private key: Ed25519 for EdDSA, P-256 for ES256",
+        secret=True,
+        doc="signing key for ES256/EdDSA; its public key is served at /.well-known/jwks.json",
+    )
+    jwt_published_keys: str | None = _setting(
+        "SERVICE_JWT_PUBLISHED_KEYS",
+        default=None,
+        parse=lambda v: v.strip().replace("\\n", "\n") or None,
+        accepts="PEM public keys, concatenated",
+        doc="extra public keys in this service's JWKS: the next key before a rotation, the old one after",
+    )
+    jwt_jwks_urls: tuple[tuple[str, str], ...] = _setting(
+        "SERVICE_JWT_JWKS_URLS",
+        default=(),
+        parse=_key_values,
+        accepts="issuer=URL-or-path pairs separated by commas",
+        doc="trusted issuers for ES256/EdDSA and where their JWKS is; keys verify only their issuer's tokens",
+    )
+    jwt_jwks_refresh: float = _setting(
+        "SERVICE_JWT_JWKS_REFRESH",
+        default=300.0,
+        parse=_number(float, 0.1, 86400.0),
+        accepts="seconds, 0.1 to 86400",
+        doc="age after which a JWKS is refreshed in the background",
+    )
+    jwt_jwks_min_refresh: float = _setting(
+        "SERVICE_JWT_JWKS_MIN_REFRESH",
+        default=30.0,
+        parse=_number(float, 0.0, 3600.0),
+        accepts="seconds, 0 to 3600",
+        doc="minimum time between JWKS fetches of one issuer (an unknown kid triggers at most one)",
+    )
+    jwt_cache_size: int = _setting(
+        "SERVICE_JWT_CACHE_SIZE",
+        default=10000,
+        parse=_number(int, 0, 1_000_000),
+        accepts="an integer, 0 to 1000000",
+        doc="verified tokens kept until their expiry (LRU); 0 = verify every request",
+    )
     # --- services, health, faults ---
     database_url: str | None = _setting(
         "DATABASE_URL",
@@ -578,8 +638,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
 
 def _check(s: Settings) -> None:
     """Rules across settings; production refuses what is only safe on a laptop."""
-    if s.jwt_secret is not None and s.jwt_algorithm.startswith("HS") and len(s.jwt_secret.encode()) < 32:
+    if s.jwt_secret is not None and len(s.jwt_secret.encode()) < 32:
         raise ConfigError("SERVICE_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
+    if s.jwt_previous_secret is not None and len(s.jwt_previous_secret.encode()) < 32:
+        raise ConfigError("SERVICE_JWT_PREVIOUS_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
     if s.user_jwt_secret is not None:
         if len(s.user_jwt_secret.encode()) < 32:
             raise ConfigError("USER_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
@@ -595,8 +657,14 @@ def _check(s: Settings) -> None:
             raise ConfigError(
                 "SERVICE_AUTH_ENABLED: auth cannot be disabled when ENVIRONMENT=production; accepted: true"
             )
-        if s.jwt_secret is None and s.jwt_algorithm.startswith("HS"):
+        verify_algs = s.jwt_allowed_algorithms or (s.jwt_algorithm,)
+        if s.jwt_secret is None and any(a.startswith("HS") for a in (s.jwt_algorithm, *verify_algs)):
             raise ConfigError(
                 "SERVICE_JWT_SECRET: required when ENVIRONMENT=production (falls back to JWT_SECRET_KEY); "
                 "accepted: a secret of at least 32 bytes"
+            )
+        if not s.jwt_algorithm.startswith("HS") and s.jwt_private_key is None and not s.jwt_jwks_urls:
+            raise ConfigError(
+                f"SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS: SERVICE_JWT_ALGORITHM={s.jwt_algorithm} needs a "
+                "signing key or trusted issuers when ENVIRONMENT=production; accepted: a PEM private key"
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from ._auth import auth_layers
 from ._bootstrap import Telemetry, bootstrap
 from ._instrumentation import MiddlewareFactory, app_middleware
 
@@ -22,18 +23,21 @@ def instrument_app(
     *,
     telemetry: Telemetry | None = None,
     middleware: list[MiddlewareFactory] | None = None,
+    auth: bool = True,
 ) -> FastAPI:
     """Instrument ``app`` once: server spans, HTTP metrics, access log, ``/metrics``.
 
     ``middleware`` are extra pure-ASGI layers placed inside the server span,
     outermost first (the auth and fault-injection layers use this hook).
+    ``auth``: install service-token verification (deny by default; off only
+    in development without a secret, with a loud warning), outermost.
     """
     tel = telemetry or bootstrap()
     if getattr(app.state, "otel_dist_instrumented", False):
         return app
     app.state.otel_dist_instrumented = True
     app.state.otel_dist_telemetry = tel
-    app_middleware(app).extend(middleware or ())
+    app_middleware(app).extend([*(auth_layers(app, tel) if auth else ()), *(middleware or ())])
     path = tel.settings.metrics_path
     if not any(getattr(r, "path", None) == path for r in app.router.routes):
 

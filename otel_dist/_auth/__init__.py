@@ -1,0 +1,41 @@
+"""Service-to-service auth: short-lived JWTs minted per audience, verified on every request.
+
+- ``_keys``: secrets and key pairs parsed once, JWK/JWKS documents, RFC 7638 kids;
+- ``_jwks``: which issuers' public keys are trusted, fetched and refreshed (bounded);
+- ``_verify``: strict parsing, signature and claim checks, the verified-token cache;
+- ``_tokens``: minting and the ``httpx.Auth`` for clients;
+- ``_middleware``: the pure ASGI layer inside the server span;
+- ``_fastapi``: what ``instrument_app`` installs, and the ``calling_service`` dependency.
+"""
+
+from ._config import JWKS_PATH, AuthConfig, auth_config
+from ._fastapi import CallingService, auth_layers, calling_service
+from ._jwks import TrustStore
+from ._keys import SigningKey, VerificationKey, hmac_key, jwks_document, load_private_key, load_public_keys
+from ._middleware import ServiceAuthMiddleware
+from ._tokens import ServiceTokenAuth, TokenMinter, service_auth
+from ._verify import REASONS, AuthFailure, ServiceIdentity, TokenVerifier
+
+__all__ = [
+    "JWKS_PATH",
+    "REASONS",
+    "AuthConfig",
+    "AuthFailure",
+    "CallingService",
+    "ServiceAuthMiddleware",
+    "ServiceIdentity",
+    "ServiceTokenAuth",
+    "SigningKey",
+    "TokenMinter",
+    "TokenVerifier",
+    "TrustStore",
+    "VerificationKey",
+    "auth_config",
+    "auth_layers",
+    "calling_service",
+    "hmac_key",
+    "jwks_document",
+    "load_private_key",
+    "load_public_keys",
+    "service_auth",
+]

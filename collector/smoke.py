@@ -54,7 +54,6 @@ EXPECTED = [
     ('otel_dist_client_retries_total{otel_dist_target="orders"}', "counter"),
     ("otel_dist_client_give_ups_total", "counter"),
     ("otel_dist_circuit_breaker_transitions_total", "counter"),
-    ('otel_dist_telemetry_dropped_total{otel_dist_signal="logs"}', "app dropped counter"),
     ('traces_span_metrics_calls_total{service_name="smoke-svc"}', "span metrics"),
     ('traces_span_metrics_duration_seconds_bucket{service_name="smoke-svc"}', "span metrics histogram"),
     ('http_server_request_duration_seconds_count{deployment_environment_name="test"}', "resource label"),
@@ -81,7 +80,6 @@ def send_telemetry(stack: Stack) -> str:
     retries = meter.create_counter("otel_dist.client.retries")
     give_ups = meter.create_counter("otel_dist.client.give_ups")
     transitions = meter.create_counter("otel_dist.circuit_breaker.transitions")
-    dropped = meter.create_counter("otel_dist.telemetry.dropped")
 
     tracer = tp.get_tracer("otel_dist.smoke")
     with tracer.start_as_current_span("GET /orders/{id}", kind=trace.SpanKind.SERVER) as span:
@@ -109,7 +107,6 @@ def send_telemetry(stack: Stack) -> str:
                 "otel_dist.circuit_breaker.to": "open",
             },
         )
-        dropped.add(3, {"otel_dist.signal": "logs"})
         lp.get_logger("otel_dist.smoke").emit(
             body="smoke log", severity_number=SeverityNumber.INFO, severity_text="INFO"
         )

@@ -11,6 +11,7 @@ from ._health import Readiness, ReadinessCheck
 from ._logs import StructuredLogger, get_logger
 from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
 from ._settings import ConfigError, Settings, load_settings
+from ._template import create_app, downstream
 from ._web import instrument_app
 
 __all__ = [
@@ -32,8 +33,10 @@ __all__ = [
     "bootstrap",
     "breaker_states",
     "calling_service",
+    "create_app",
     "current",
     "db_session",
+    "downstream",
     "get_logger",
     "instrument_app",
     "load_settings",

@@ -1,0 +1,100 @@
+"""gateway: the public edge.  Users log in here and read their orders with their bearer token.
+
+- ``POST /register``       ``{"username", "password"}`` -> auth ``POST /users``
+- ``POST /login``          ``{"username", "password"}`` -> auth ``POST /login`` (the user access token)
+- ``POST /orders``         bearer token; ``{"item", "quantity"}`` -> orders ``POST /orders`` for that user
+- ``GET /orders/{id}``     bearer token; introspected at auth, then orders ``GET /orders/{id}``
+  (which asks auth for the user): one request, three services.
+
+It takes no service tokens (``public=True``) and sends its own to auth and orders.
+When orders' breaker is open, reads answer 503 at once with a JSON body naming it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from otel_dist import ServiceClient, create_app, downstream, get_logger
+
+log = get_logger("services.gateway")
+app = create_app("gateway", downstreams=["auth", "orders"], public=True)
+Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
+Orders = Annotated[ServiceClient, Depends(downstream("orders"))]
+bearer = HTTPBearer(auto_error=False)
+
+
+def _safe_to_resend() -> dict[str, str]:
+    # Introspection and login change nothing that a resend could duplicate, so they
+    # may be retried like a GET: an Idempotency-Key tells the client so.
+    return {"idempotency-key": str(uuid.uuid4())}
+
+
+def relay(response: httpx.Response, *expected: int) -> JSONResponse:
+    """Pass a downstream answer through when it is one we expect (success or a client error)."""
+    if response.status_code in expected or 400 <= response.status_code < 500:
+        return JSONResponse(response.json(), status_code=response.status_code)
+    raise HTTPException(502, f"unexpected answer {response.status_code} from a downstream service")
+
+
+class User(BaseModel):
+    id: int
+    username: str
+
+
+async def current_user(
+    auth: Auth, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
+    unauthorized = HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    if credentials is None:
+        raise unauthorized
+    response = await auth.post("/introspect", json={"token": credentials.credentials}, headers=_safe_to_resend())
+    if response.status_code != 200:
+        raise HTTPException(502, f"auth answered {response.status_code} to an introspection")
+    claims: dict[str, Any] = response.json()
+    if not claims.get("active"):
+        raise unauthorized
+    return User(id=int(claims["sub"]), username=claims["username"])
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+class Credentials(BaseModel):
+    username: str
+    password: str
+
+
+class NewOrder(BaseModel):
+    item: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(default=1, gt=0, le=1000)
+
+
+@app.post("/register", status_code=201)
+async def register(body: Credentials, auth: Auth) -> JSONResponse:
+    return relay(await auth.post("/users", json=body.model_dump()), 201)
+
+
+@app.post("/login")
+async def login(body: Credentials, auth: Auth) -> JSONResponse:
+    return relay(await auth.post("/login", json=body.model_dump(), headers=_safe_to_resend()), 200)
+
+
+@app.post("/orders", status_code=201)
+async def create_order(body: NewOrder, user: CurrentUser, orders: Orders) -> JSONResponse:
+    return relay(await orders.post("/orders", json={"user_id": user.id, **body.model_dump()}), 201)
+
+
+@app.get("/orders/{order_id}")
+async def read_order(order_id: int, user: CurrentUser, orders: Orders) -> JSONResponse:
+    response = await orders.get(f"/orders/{order_id}")
+    if response.status_code == 200 and response.json()["user_id"] != user.id:
+        log.info("order of another user refused", order_id=order_id, user_id=user.id)
+        raise HTTPException(404, "no such order")  # do not reveal that it exists
+    return relay(response, 200)

@@ -1,0 +1,72 @@
+"""orders: orders in its own database; reading one asks auth who its user is.
+
+Internal: every route needs a service token (the gateway calls it).
+
+- ``POST /orders``        ``{"user_id", "item", "quantity"}`` -> 201 the order
+- ``GET /orders/{id}``    the order with ``"user": {"id", "username"}`` (looked up at auth), or 404
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select
+
+from otel_dist import DbSession, ServiceClient, create_app, downstream, get_logger
+
+log = get_logger("services.orders")
+metadata = MetaData()
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, nullable=False, index=True),
+    Column("item", String(100), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+app = create_app("orders", metadata=metadata, downstreams=["auth"])
+Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
+
+
+class NewOrder(BaseModel):
+    user_id: int = Field(gt=0)
+    item: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(gt=0, le=1000)
+
+
+class Order(BaseModel):
+    id: int
+    user_id: int
+    item: str
+    quantity: int
+    created_at: datetime
+    user: dict[str, Any] | None = None
+
+
+@app.post("/orders", status_code=201)
+async def create_order(body: NewOrder, session: DbSession) -> Order:
+    created_at = datetime.now(UTC)
+    result = await session.execute(insert(orders).values(**body.model_dump(), created_at=created_at))
+    await session.commit()
+    order = Order(id=int(result.inserted_primary_key[0]), created_at=created_at, **body.model_dump())
+    log.info("order created", order_id=order.id, user_id=order.user_id)
+    return order
+
+
+@app.get("/orders/{order_id}")
+async def read_order(order_id: int, session: DbSession, auth: Auth) -> Order:
+    row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
+    if row is None:
+        raise HTTPException(404, "no such order")
+    order = Order(**row._mapping)
+    response = await auth.get(f"/users/{order.user_id}")
+    if response.status_code == 200:
+        order.user = response.json()
+    elif response.status_code != 404:
+        raise HTTPException(502, f"auth answered {response.status_code} to a user lookup")
+    return order

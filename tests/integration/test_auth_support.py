@@ -88,7 +88,7 @@ def build_app() -> FastAPI:
     @app.get("/orders/{order_id}")
     async def order(order_id: str, caller: CallingService, request: Request) -> dict[str, Any]:
         hits["orders"] += 1
-        state_identity = request.state.service_identity
+        state_identity = getattr(request.state, "service_identity", None)
         return {
             "order": order_id,
             "caller": caller.name,

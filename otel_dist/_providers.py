@@ -39,6 +39,12 @@ def build_sampler(settings: Settings) -> Sampler:
     return ParentBased(root) if name.startswith("parentbased_") else root
 
 
+def _batch_size(settings: Settings) -> int:
+    # The SDK refuses a batch (default 512) larger than the queue: a small
+    # OTEL_BSP_MAX_QUEUE_SIZE would otherwise crash start-up without naming it.
+    return min(512, settings.bsp_max_queue_size)
+
+
 def _otlp_kwargs(settings: Settings, signal: str) -> dict[str, Any]:
     return {
         "endpoint": f"{settings.otlp_endpoint}/v1/{signal}",
@@ -68,6 +74,7 @@ def build_tracer_provider(settings: Settings, resource: Resource, meter_provider
             BatchSpanProcessor(
                 exporter,
                 max_queue_size=settings.bsp_max_queue_size,
+                max_export_batch_size=_batch_size(settings),
                 schedule_delay_millis=settings.bsp_schedule_delay_ms,
                 export_timeout_millis=settings.otlp_timeout_ms,
                 meter_provider=meter_provider,
@@ -132,6 +139,7 @@ def build_logger_provider(
             BatchLogRecordProcessor(
                 exporter,
                 max_queue_size=settings.bsp_max_queue_size,
+                max_export_batch_size=_batch_size(settings),
                 schedule_delay_millis=settings.bsp_schedule_delay_ms,
                 export_timeout_millis=settings.otlp_timeout_ms,
                 meter_provider=meter_provider,

@@ -1,0 +1,85 @@
+"""The ``otel-dist`` command.
+
+    otel-dist demo [--duration 20] [--rate 15] [--keep-running]
+    otel-dist stack up|down|status [options of collector/stack.py]
+
+``demo`` runs the three example services with real traffic (see ``_demo``).
+``stack`` delegates to ``collector/stack.py`` of the source checkout: the local
+OpenTelemetry Collector + Prometheus; the demo exports to it while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="otel-dist", description="otel-dist: demo and local observability stack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="run auth, orders and gateway with traffic, a fault phase and a summary",
+        description="Start the three example services on loopback, drive traffic through the gateway, "
+        "make orders fail for a while so the gateway's breaker opens and heals, then print a summary.",
+    )
+    demo.add_argument("--duration", type=_positive, default=20.0, help="seconds of traffic (default 20)")
+    demo.add_argument("--rate", type=_positive, default=15.0, help="requests per second (default 15)")
+    demo.add_argument("--users", type=int, default=3, help="users to register (default 3)")
+    demo.add_argument("--run-dir", type=Path, default=None, help="folder for logs and databases (default: a temp one)")
+    demo.add_argument("--keep-running", action="store_true", help="leave the services up after the summary")
+    stack = commands.add_parser(
+        "stack",
+        help="start/stop the local collector + Prometheus (collector/stack.py)",
+        description="Delegates to collector/stack.py; extra options (--detach, --free-ports, ...) are passed on.",
+    )
+    stack.add_argument("action", choices=["up", "down", "status"])
+    args, extra = parser.parse_known_args(argv)
+
+    if args.command == "stack":
+        return _stack(args.action, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from ._demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(
+            duration=args.duration,
+            rate=args.rate,
+            users=max(1, args.users),
+            keep_running=args.keep_running,
+            run_dir=args.run_dir,
+        )
+    )
+
+
+def _stack(action: str, extra: list[str]) -> int:
+    from ._demo import source_root
+
+    script = source_root() / "collector" / "stack.py"
+    if not script.exists():
+        print(
+            "otel-dist stack: collector/stack.py is part of the source checkout, not of the installed package; "
+            "run this from a clone of the repository",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return subprocess.call([sys.executable, str(script), action, *extra])
+    except KeyboardInterrupt:  # the foreground stack got Ctrl-C too and stops itself
+        return 130
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

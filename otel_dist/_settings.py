@@ -453,7 +453,7 @@ class Settings:
     jwt_private_key: str | None = _setting(
         "SERVICE_JWT_PRIVATE_KEY",
         default=None,
-        parse=lambda v: v.strip().replace("\\n", "\n") or None,
+        parse=lambda v: v.replace("\\n", "\n").strip() or None,
         accepts="a PEM private key: Ed25519 for EdDSA, P-256 for ES256",
         secret=True,
         doc="signing key for ES256/EdDSA; its public key is served at /.well-known/jwks.json",
@@ -461,7 +461,7 @@ class Settings:
     jwt_published_keys: str | None = _setting(
         "SERVICE_JWT_PUBLISHED_KEYS",
         default=None,
-        parse=lambda v: v.strip().replace("\\n", "\n") or None,
+        parse=lambda v: v.replace("\\n", "\n").strip() or None,
         accepts="PEM public keys, concatenated",
         doc="extra public keys in this service's JWKS: the next key before a rotation, the old one after",
     )

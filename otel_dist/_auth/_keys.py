@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import Algorithm, get_default_algorithms
+from jwt.exceptions import InvalidKeyError
 
 from .._settings import ConfigError
 
@@ -102,8 +103,14 @@ def hmac_key(secret: str | bytes, alg: str = "HS256") -> SigningKey:
     raw = secret.encode() if isinstance(secret, str) else secret
     if len(raw) < 32:
         raise ConfigError("SERVICE_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
-    # prepare_key refuses PEM/SSH/DER material used as an HMAC secret (algorithm confusion).
-    return SigningKey(hmac_kid(raw), alg, algorithm(alg).prepare_key(raw))
+    try:
+        # prepare_key refuses PEM/SSH/DER/JWK material used as an HMAC secret (algorithm confusion).
+        prepared = algorithm(alg).prepare_key(raw)
+    except InvalidKeyError:
+        raise ConfigError(
+            "SERVICE_JWT_SECRET: looks like a public/private key, not a secret; accepted: random bytes (>= 32)"
+        ) from None
+    return SigningKey(hmac_kid(raw), alg, prepared)
 
 
 # ---------------------------------------------------------------- asymmetric

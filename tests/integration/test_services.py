@@ -1,0 +1,274 @@
+"""The three example services as real processes on loopback: one started set for the whole module.
+
+auth and orders run with plain uvicorn (their apps call bootstrap() through create_app);
+the gateway runs under opentelemetry-instrument, so both launch paths serve the same trace.
+Spans go over OTLP/HTTP to a span sink this test runs; databases live in a temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from otel_dist import load_settings, service_auth
+from otel_dist._demo import SinkSpan, SpanSink
+from otel_dist.testing import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+BREAKER_TIMEOUT = 1.0
+
+
+@dataclass
+class Services:
+    auth: ServerProcess
+    orders: ServerProcess
+    gateway: ServerProcess
+    sink: SpanSink
+    secret: str
+    orders_db_dir: Path
+
+    def admin(self, target: str) -> httpx.Auth:
+        """A service token for `target`, as a test 'service' sharing the secret."""
+        auth = service_auth(target, settings=load_settings({}, service_name="tests", jwt_secret=self.secret))
+        assert auth is not None
+        return auth
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    tmp = tmp_path_factory.mktemp("services")
+    secret = secrets.token_urlsafe(48)
+    ports = {name: free_port() for name in ("auth", "orders", "gateway")}
+    sink = SpanSink()
+    with ExitStack() as stack:
+        sink_url = stack.enter_context(sink.serve())
+        common = {
+            "PYTHONPATH": str(ROOT),
+            "ENVIRONMENT": "test",
+            "SERVICE_JWT_SECRET": secret,
+            "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}",
+            "ORDERS_SERVICE_URL": f"http://127.0.0.1:{ports['orders']}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "SERVICE_CLIENT_MAX_RETRIES": "1",
+            "SERVICE_CLIENT_MAX_BACKOFF": "0.05",
+            "CIRCUIT_BREAKER_TIMEOUT": str(BREAKER_TIMEOUT),
+        }
+        procs: dict[str, ServerProcess] = {}
+        for name in ("auth", "orders", "gateway"):
+            argv = [str(BIN / "uvicorn"), f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(ports[name])]
+            if name == "gateway":
+                argv = [str(BIN / "opentelemetry-instrument"), *argv]
+            env = {**os.environ, **common, "OTEL_SERVICE_NAME": name}
+            env.pop("DATABASE_URL", None)
+            if name != "gateway":
+                (tmp / f"{name}-db").mkdir()
+                env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / f'{name}-db' / f'{name}.db'}"
+            if name == "auth":
+                env["USER_JWT_SECRET"] = secrets.token_urlsafe(48)
+            proc = ServerProcess(argv, port=ports[name], env=env, log_path=str(tmp / f"{name}.log"), cwd=str(tmp))
+            stack.callback(proc.stop)
+            procs[name] = proc
+        for proc in procs.values():  # started together, waited for together
+            proc.wait_ready("/health", timeout=60)
+        yield Services(**procs, sink=sink, secret=secret, orders_db_dir=tmp / "orders-db")
+
+
+def sign_up(services: Services, name: str) -> dict[str, str]:
+    gateway = services.gateway.url
+    credentials = {"username": f"{name}-{secrets.token_hex(3)}", "password": "correct horse battery"}
+    assert httpx.post(gateway + "/register", json=credentials).status_code == 201
+    token = httpx.post(gateway + "/login", json=credentials).json()["access_token"]
+    return {"authorization": f"Bearer {token}"}
+
+
+def new_order(services: Services, headers: dict[str, str], item: str = "book") -> int:
+    response = httpx.post(services.gateway.url + "/orders", json={"item": item, "quantity": 2}, headers=headers)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def trace_spans(services: Services, trace_id: str, servers: int, timeout: float = 10.0) -> list[SinkSpan]:
+    """The trace's spans once `servers` SERVER spans (and the client spans around them) have arrived."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spans = services.sink.spans(trace_id)
+        if sum(s.kind == "SERVER" for s in spans) >= servers and all(
+            s.parent_span_id is None or any(p.span_id == s.parent_span_id for p in spans) for s in spans
+        ):
+            return spans
+        time.sleep(0.1)
+    raise AssertionError(f"trace {trace_id} incomplete: {[(s.service, s.name) for s in services.sink.spans(trace_id)]}")
+
+
+def test_login_create_and_read_an_order_end_to_end(services):
+    gateway = services.gateway.url
+    ada = sign_up(services, "ada")
+    order_id = new_order(services, ada, "lamp")
+    response = httpx.get(f"{gateway}/orders/{order_id}", headers=ada)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["item"] == "lamp" and body["quantity"] == 2
+    assert body["user"]["username"].startswith("ada-")  # orders looked the user up at auth
+
+    bob = sign_up(services, "bob")
+    assert httpx.get(f"{gateway}/orders/{order_id}", headers=bob).status_code == 404  # not bob's
+    assert httpx.get(f"{gateway}/orders/{order_id}").status_code == 401
+    assert httpx.get(f"{gateway}/orders/{order_id}", headers={"authorization": "Bearer nope"}).status_code == 401
+    wrong = httpx.post(gateway + "/login", json={"username": "ada-x", "password": "wrong password"})
+    assert wrong.status_code == 401
+    # Internal services refuse calls without a service token; with one they answer.
+    assert httpx.get(f"{services.orders.url}/orders/{order_id}").status_code == 401
+    direct = httpx.get(f"{services.orders.url}/orders/{order_id}", auth=services.admin("orders"))
+    assert direct.status_code == 200 and direct.json()["id"] == order_id
+    # Passwords never reach a log line.
+    assert "correct horse battery" not in services.auth.output() + services.gateway.output()
+
+
+def test_one_gateway_request_is_one_trace_across_the_three_services(services):
+    headers = sign_up(services, "trace")
+    order_id = new_order(services, headers)
+    response = httpx.get(f"{services.gateway.url}/orders/{order_id}", headers=headers)
+    assert response.status_code == 200
+    trace_id = response.headers["traceresponse"].split("-")[1]
+    spans = trace_spans(services, trace_id, servers=4)
+    by_id = {s.span_id: s for s in spans}
+
+    def parent(span: SinkSpan) -> SinkSpan:
+        assert span.parent_span_id in by_id, f"{span.service} {span.name} has no parent in the trace"
+        return by_id[span.parent_span_id]
+
+    def ancestors(span: SinkSpan) -> list[SinkSpan]:
+        out = []
+        while span.parent_span_id is not None:
+            span = parent(span)
+            out.append(span)
+        return out
+
+    roots = [s for s in spans if s.parent_span_id is None]
+    assert [(r.service, r.kind, r.name) for r in roots] == [("gateway", "SERVER", "GET /orders/{order_id}")]
+    root = roots[0]
+    servers = {(s.service, s.name): s for s in spans if s.kind == "SERVER"}
+    assert set(servers) == {
+        ("gateway", "GET /orders/{order_id}"),
+        ("auth", "POST /introspect"),
+        ("orders", "GET /orders/{order_id}"),
+        ("auth", "GET /users/{user_id}"),
+    }
+    # Each hop: the callee's SERVER span is the child of the caller's CLIENT span (one per attempt),
+    # which sits under the caller's own SERVER span.
+    for (callee, name), caller in [
+        (("auth", "POST /introspect"), "gateway"),
+        (("orders", "GET /orders/{order_id}"), "gateway"),
+        (("auth", "GET /users/{user_id}"), "orders"),
+    ]:
+        client = parent(servers[(callee, name)])
+        assert client.service == caller and client.kind == "CLIENT"
+        caller_server = next(a for a in ancestors(client) if a.kind == "SERVER")
+        assert caller_server.service == caller
+    assert root in ancestors(servers[("auth", "GET /users/{user_id}")])
+    # Database statements are CLIENT spans under the service's SERVER span.
+    for service, server_name in [("orders", "GET /orders/{order_id}"), ("auth", "GET /users/{user_id}")]:
+        statements = [s for s in spans if s.service == service and s.attributes.get("db.system") == "sqlite"]
+        selects = [s for s in statements if s.name.startswith("SELECT")]
+        assert selects and all(servers[(service, server_name)] in ancestors(s) for s in statements)
+
+    # The JSON log lines each service wrote while serving it carry the same trace_id.
+    time.sleep(0.2)
+    expected = {"gateway": ["GET /orders/{order_id} 200"], "orders": ["GET /orders/{order_id} 200"]}
+    expected["auth"] = ["POST /introspect 200", "GET /users/{user_id} 200"]
+    for name, proc in [("gateway", services.gateway), ("orders", services.orders), ("auth", services.auth)]:
+        lines = [line for line in proc.json_lines() if line.get("trace_id") == trace_id]
+        access = [line["message"] for line in lines if line["logger"] == "otel_dist.access"]
+        assert sorted(access) == sorted(expected[name]), (name, lines)
+        assert all(line["service.name"] == name for line in lines)
+
+
+def test_ready_names_the_database_when_its_file_is_unreachable(services):
+    orders = services.orders.url
+    assert httpx.get(orders + "/ready").status_code == 200
+    moved = services.orders_db_dir.with_name("orders-db-moved")
+    services.orders_db_dir.rename(moved)
+    try:
+        down = httpx.get(orders + "/ready")
+        assert down.status_code == 503
+        body = down.json()
+        assert body["status"] == "unhealthy" and body["service"] == "orders" and body["version"]
+        assert body["checks"] == {"database": "unhealthy", "auth": "healthy"}
+        assert "unable to open database file" in body["details"]["database"]
+        assert httpx.get(orders + "/health").status_code == 200  # liveness is not readiness
+    finally:
+        moved.rename(services.orders_db_dir)
+    up = httpx.get(orders + "/ready")
+    assert up.status_code == 200 and up.json()["checks"] == {"database": "healthy", "auth": "healthy"}
+    # The probes made neither spans nor access-log lines.
+    assert not [s for s in services.sink.spans() if s.attributes.get("url.path") == "/ready"]
+    assert not [line for line in services.orders.json_lines() if line.get("url.path") == "/ready"]
+
+
+def test_fault_admin_needs_a_service_token(services):
+    faults = services.orders.url + "/_faults"
+    assert httpx.post(faults, json={"error_rate": 1.0}).status_code == 401
+    assert httpx.get(faults, auth=services.admin("orders")).json() == {"error_rate": 0.0, "latency_ms": 0}
+    assert httpx.post(faults, json={"error_rate": 2}, auth=services.admin("orders")).status_code == 422
+    assert httpx.get(services.gateway.url + "/_faults").status_code == 404  # the public gateway has none
+
+
+def test_breaker_opens_on_orders_faults_answers_fast_and_closes_after_recovery(services):
+    gateway, admin = services.gateway.url, services.admin("orders")
+    headers = sign_up(services, "faults")
+    order_id = new_order(services, headers)
+    read = f"{gateway}/orders/{order_id}"
+    assert httpx.get(gateway + "/ready").json()["checks"] == {"auth": "healthy", "orders": "healthy"}
+    assert httpx.post(services.orders.url + "/_faults", json={"error_rate": 1.0}, auth=admin).status_code == 200
+    try:
+        rejected = None
+        for _ in range(20):
+            start = time.monotonic()
+            response = httpx.get(read, headers=headers)
+            elapsed = time.monotonic() - start
+            assert response.status_code == 503, response.text
+            if response.json()["error"] == "dependency_unavailable":
+                rejected = (response, elapsed)
+                break
+        assert rejected is not None, "the gateway's breaker for orders never opened"
+        response, elapsed = rejected
+        assert elapsed < 0.5  # no call to orders, no retry: only the token introspection at auth
+        assert response.json()["dependency"] == "orders"
+        assert "circuit breaker is open" in response.json()["detail"]
+        assert int(response.headers["retry-after"]) >= 1
+        ready = httpx.get(gateway + "/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"auth": "healthy", "orders": "unhealthy"}
+        assert ready.json()["details"] == {"orders": "circuit breaker open"}
+    finally:
+        httpx.post(services.orders.url + "/_faults", json={"error_rate": 0.0}, auth=admin)
+
+    deadline = time.monotonic() + BREAKER_TIMEOUT + 10
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses.append(httpx.get(read, headers=headers).status_code)
+        if statuses[-2:] == [200, 200]:
+            break
+        time.sleep(0.2)
+    assert statuses[-2:] == [200, 200], statuses
+    assert httpx.get(gateway + "/ready").status_code == 200
+    transitions = [
+        (line["otel_dist.circuit_breaker.from"], line["otel_dist.circuit_breaker.to"])
+        for line in services.gateway.json_lines()
+        if line.get("otel_dist.target") == "orders" and "otel_dist.circuit_breaker.to" in line
+    ]
+    assert transitions[0] == ("closed", "open") and transitions[-1] == ("half_open", "closed")

@@ -1,0 +1,159 @@
+"""Cost of one successful call through ``ServiceClient`` compared with a bare ``httpx.AsyncClient``.
+
+The upstream is a minimal ASGI app under uvicorn in a separate process (so its CPU does not share the
+client's GIL).  The client process is bootstrapped like a service (httpx instrumented, spans batched
+to an exporter that drops them, Prometheus reader on).  Each round runs every variant once, order
+rotated, ``--calls`` sequential GETs each; reported are medians over rounds of wall-clock µs per
+call and of client-process CPU µs per call, and the paired per-round difference to bare httpx.
+
+    python -m benchmarks.client_overhead [--rounds 15] [--calls 400]
+
+Variants: ``httpx (uninstrumented)`` (instrumentation suppressed: what a plain app pays),
+``httpx`` (bare client, one contrib CLIENT span: the baseline inside an otel-dist service), and
+``ServiceClient`` (logical span, deadline, backoff, breaker, metrics, then the same CLIENT span).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+
+NAMES = ("httpx (uninstrumented)", "httpx", "ServiceClient")
+
+
+async def upstream_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """The smallest useful upstream: 200, two bytes."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def serve(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(upstream_app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_upstream() -> tuple[subprocess.Popen[bytes], str]:
+    from otel_dist.testing import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.client_overhead", "--serve", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            httpx.get(url + "/")
+            return proc, url
+        except httpx.TransportError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("upstream did not start") from None
+            time.sleep(0.05)
+
+
+def telemetry() -> Any:
+    """Bootstrap as a service would, with spans batched to an exporter that drops them."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from otel_dist import _bootstrap
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    extras = _bootstrap.Extras(span_processors=[BatchSpanProcessor(Drop())])
+    return _bootstrap._bootstrap({"service_name": "bench-caller", "log_level": "WARNING"}, extras, env={})
+
+
+async def measure(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
+    """(wall µs, CPU µs) per call over `n` sequential calls."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await call()
+    return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
+
+
+async def run(url: str, rounds: int, calls: int) -> dict[str, dict[str, list[float]]]:
+    from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+
+    from otel_dist import ServiceClient
+
+    tel = telemetry()
+    results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in NAMES}
+    async with httpx.AsyncClient(base_url=url) as bare, ServiceClient("bench-upstream", url, telemetry=tel) as client:
+
+        async def uninstrumented() -> None:
+            with suppress_http_instrumentation():
+                (await bare.get("/")).raise_for_status()
+
+        async def plain() -> None:
+            (await bare.get("/")).raise_for_status()
+
+        async def resilient() -> None:
+            (await client.get("/")).raise_for_status()
+
+        variants = dict(zip(NAMES, (uninstrumented, plain, resilient), strict=True))
+        for variant in variants.values():  # warm-up: connections, caches, instruments
+            await measure(variant, calls // 4 or 1)
+        for r in range(rounds):
+            order = NAMES[r % 3 :] + NAMES[: r % 3]
+            for name in order:
+                wall, cpu = await measure(variants[name], calls)
+                results[name]["wall"].append(wall)
+                results[name]["cpu"].append(cpu)
+    tel.shutdown()
+    return results
+
+
+def report(results: dict[str, dict[str, list[float]]]) -> str:
+    base = results["httpx"]
+    lines = [
+        f"{'variant':<24}{'wall µs/call':>14}{'CPU µs/call':>14}{'Δ wall vs httpx':>18}{'Δ CPU vs httpx':>17}",
+    ]
+    for name in NAMES:
+        wall, cpu = results[name]["wall"], results[name]["cpu"]
+        d_wall = statistics.median(a - b for a, b in zip(wall, base["wall"], strict=True))
+        d_cpu = statistics.median(a - b for a, b in zip(cpu, base["cpu"], strict=True))
+        lines.append(
+            f"{name:<24}{statistics.median(wall):>14.1f}{statistics.median(cpu):>14.1f}{d_wall:>+18.1f}{d_cpu:>+17.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return
+    proc, url = start_upstream()
+    try:
+        results = asyncio.run(run(url, args.rounds, args.calls))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"{args.rounds} rounds x {args.calls} sequential GETs per variant, medians; upstream {url} (own process)")
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

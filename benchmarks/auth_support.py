@@ -26,12 +26,13 @@ def _auth_module() -> Any:
 
 
 def available() -> bool:
-    """True when otel-dist exports its service-token middleware."""
+    """True when otel-dist ships its service-token middleware (installed by instrument_app)."""
     try:
         import otel_dist
     except ImportError:
         return False
-    return _auth_module() is not None and hasattr(otel_dist, "ServiceTokenAuth")
+    module = _auth_module()
+    return module is not None and hasattr(otel_dist, "ServiceTokenAuth") and hasattr(module, "auth_layers")
 
 
 def server_env() -> dict[str, str]:
@@ -53,4 +54,7 @@ def client_headers() -> list[tuple[bytes, bytes]]:
 
 def middleware_for(app: Any, telemetry: Any) -> list[Any]:
     """The ASGI layer factories instrument_app installs for `app` when a secret is set."""
-    return []
+    module = _auth_module()
+    if module is None or not hasattr(module, "auth_layers"):
+        return []
+    return list(module.auth_layers(app, telemetry))

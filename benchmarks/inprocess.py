@@ -23,15 +23,12 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 from opentelemetry.metrics import NoOpMeter
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from benchmarks import auth_support
 from benchmarks.app import TARGET, build_app
@@ -39,35 +36,73 @@ from benchmarks.app import TARGET, build_app
 ASGIApp = Callable[..., Any]
 
 
-# --- exporters that do all the CPU work of OTLP export except the network ---
+# --- production exporters with the network cut out ---
 
 
-class EncodeOnlySpanExporter(SpanExporter):
-    """Encodes each batch to OTLP protobuf bytes, as OTLPSpanExporter does, and drops it."""
+class _Answer200(BaseHTTPResult):
+    def content(self) -> bytes:
+        return b""
 
-    def __init__(self) -> None:
-        self.spans = 0
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        encode_spans(spans).SerializePartialToString()
-        self.spans += len(spans)
-        return SpanExportResult.SUCCESS
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
-class EncodeOnlyLogExporter(LogRecordExporter):
-    def __init__(self) -> None:
-        self.records = 0
+class NullTransport(BaseHTTPTransport):
+    """Answers 200 to every export without I/O: the exporter still encodes and counts everything."""
 
-    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        encode_logs(batch).SerializePartialToString()
-        self.records += len(batch)
-        return LogRecordExportResult.SUCCESS
+    def request(self, method: str, url: str, **kwargs: Any) -> BaseHTTPResult:
+        return _Answer200(status_code=200, reason="OK")
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         pass
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+    def is_connection_error(self, exception: Exception | None) -> bool:
+        return False
+
+
+def _exporters(tel: Any) -> list[Any]:
+    """The exporters behind the batch processors otel-dist configured."""
+    out = []
+    processors = list(tel.tracer_provider._active_span_processor._span_processors)
+    if tel.logger_provider is not None:
+        processors += list(tel.logger_provider._multi_log_record_processor._log_record_processors)
+    for processor in processors:
+        batch = getattr(processor, "_batch_processor", None)
+        if batch is not None:
+            out.append(batch._exporter)
+    return out
+
+
+def cut_network(tel: Any) -> None:
+    """Swap the OTLP exporters' HTTP transport for :class:`NullTransport` (harness only: private API)."""
+    exporters = _exporters(tel)
+    if not exporters:
+        raise RuntimeError("no batch exporters found: did otel-dist's provider wiring change?")
+    for reader in tel.metric_readers:  # the OTLP metric push: timer-driven, but keep it off the network too
+        exporter = getattr(reader, "_exporter", None)
+        if getattr(exporter, "_client", None) is not None:
+            exporters.append(exporter)
+    for exporter in exporters:
+        exporter._client._transport = NullTransport()
+
+
+_CLOSED_PORT = "http://127.0.0.1:9"  # never reached: the transport is replaced
+_SDK_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
+
+
+def use_process_meter_provider() -> None:
+    """A global SDK MeterProvider, as bootstrap() sets one: the SDK's self-metrics record into it.
+
+    Two readers, as in production with a collector (Prometheus + OTLP push).
+    """
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_dist._metrics import prometheus_reader
+
+    if type(metrics.get_meter_provider()).__name__ != "MeterProvider":
+        metrics.set_meter_provider(MeterProvider(metric_readers=[prometheus_reader(), InMemoryMetricReader()]))
 
 
 # --- variants ---
@@ -95,45 +130,51 @@ def otel_dist_variant(
     export: bool = True,
     metrics: bool = True,
     access_log: bool = True,
+    sdk_metrics: bool = True,
     doc: str = "",
     traceparent: bool = False,
 ) -> Variant:
-    """otel-dist's server layer around the benchmark app, wired as instrument_app wires it.
+    """otel-dist exactly as bootstrap() + instrument_app() build it, with a collector configured.
 
-    Telemetry is built with otel-dist's own provider code (not the process
-    globals) so that several configurations live side by side.
+    Built with otel-dist's own provider code and settings (endpoint set: OTLP
+    traces, logs and metrics + Prometheus), the exporters' network cut out;
+    not through the process globals, so several configurations live side by side.
     """
     from otel_dist import _bootstrap
     from otel_dist._server import ServerTelemetry
     from otel_dist._settings import load_settings
 
+    use_process_meter_provider()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": _CLOSED_PORT, **(auth_support.server_env() if auth else {})}
     overrides: dict[str, Any] = {
-        "service_name": "bench",
+        "service_name": auth_support.SERVICE,
         "access_log": access_log,
         "traces_sampler": "parentbased_always_on" if span else "always_off",
-        # Pull-only Prometheus reader (as in production); pushes are timer-driven, not per request.
-        "metrics_exporter": "prometheus",
     }
-    env = auth_support.server_env() if auth else {}
+    if not export:
+        overrides.update(traces_exporter="none", logs_exporter="none")
     settings = load_settings(env, **overrides)
-    span_exporter, log_exporter = EncodeOnlySpanExporter(), EncodeOnlyLogExporter()
-    span_processor = BatchSpanProcessor(span_exporter)
-    log_processor = BatchLogRecordProcessor(log_exporter)
-    devnull = open(os.devnull, "w", encoding="utf-8")
-    extras = _bootstrap.Extras(
-        span_processors=[span_processor] if export else [],
-        log_processors=[log_processor] if export else [],
-        log_stream=devnull,
-    )
-    tel = _bootstrap._build_telemetry(settings, extras)
-    app = build_app(native_telemetry=False)
-    stack = app.build_middleware_stack()
-    for factory in reversed(auth_support.middleware_for(app, tel) if auth else []):
-        stack = factory(stack)
-    meter: Any = tel.meter("otel_dist.server") if metrics else NoOpMeter("off")
-    app.middleware_stack = ServerTelemetry(
-        stack, settings=settings, tracer=tel.tracer("otel_dist.server"), meter=meter, sink=tel.log_sink
-    )
+    _bootstrap._set_sdk_environment(settings)
+    previous = os.environ.get(_SDK_METRICS)
+    os.environ[_SDK_METRICS] = "true" if sdk_metrics else "false"
+    try:
+        devnull = open(os.devnull, "w", encoding="utf-8")  # lives as long as the variant
+        tel = _bootstrap._build_telemetry(settings, _bootstrap.Extras(log_stream=devnull))
+        if export:
+            cut_network(tel)
+        app = build_app(native_telemetry=False)
+        stack = app.build_middleware_stack()
+        for factory in reversed(auth_support.middleware_for(app, tel) if auth else []):
+            stack = factory(stack)
+        meter: Any = tel.meter("otel_dist.server") if metrics else NoOpMeter("off")
+        app.middleware_stack = ServerTelemetry(
+            stack, settings=settings, tracer=tel.tracer("otel_dist.server"), meter=meter, sink=tel.log_sink
+        )
+    finally:
+        if previous is None:
+            os.environ.pop(_SDK_METRICS, None)
+        else:
+            os.environ[_SDK_METRICS] = previous
 
     def flush() -> None:
         tel.tracer_provider.force_flush()
@@ -154,13 +195,16 @@ def upstream_variant() -> Variant | None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     except ImportError:
         return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from otel_dist._metrics import prometheus_reader
 
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(EncodeOnlySpanExporter()))
+    exporter = OTLPSpanExporter(endpoint=_CLOSED_PORT + "/v1/traces", _transport=NullTransport())
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[prometheus_reader()])
     app = build_app(native_telemetry=False)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
@@ -168,7 +212,8 @@ def upstream_variant() -> Variant | None:
         "upstream contrib",
         app,
         lambda: tracer_provider.force_flush(),
-        doc="contrib FastAPIInstrumentor (receive/send spans on), batch export, Prometheus; no log line, no auth",
+        doc="contrib FastAPIInstrumentor (receive/send spans on), upstream OTLP span export, Prometheus; "
+        "no log line, no auth",
     )
 
 
@@ -182,6 +227,9 @@ def build_variants(*, components: bool = True, upstream: bool = True) -> list[Va
             otel_dist_variant("full - span", auth=has_auth, span=False, doc="sampler always_off"),
             otel_dist_variant("full - export", auth=has_auth, export=False, doc="spans/log records not exported"),
             otel_dist_variant("full - metrics", auth=has_auth, metrics=False, doc="no-op meter"),
+            otel_dist_variant(
+                "full - SDK self-metrics", auth=has_auth, sdk_metrics=False, doc="OTEL_PYTHON_SDK_INTERNAL_METRICS off"
+            ),
             otel_dist_variant("full - access log", auth=has_auth, access_log=False, doc="no access line"),
             otel_dist_variant(
                 "full + traceparent", auth=has_auth, traceparent=True, doc="inbound W3C parent to extract"
@@ -301,6 +349,7 @@ def attribution(results: list[Result]) -> dict[str, float]:
         "span + log export (OTLP encoding)": "full - export",
         "HTTP metrics (2 instruments)": "full - metrics",
         "access line (JSON + OTel log record)": "full - access log",
+        "SDK self-metrics (span.started/live, log.created)": "full - SDK self-metrics",
     }
     for label, other in pairs.items():
         if other in by:

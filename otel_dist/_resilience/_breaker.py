@@ -117,8 +117,16 @@ class Breaker:
 
     @property
     def state(self) -> str:
-        """``closed``, ``open`` or ``half_open`` (open stays open until a call arrives after the timeout)."""
-        return _NAMES[self.pybreaker.current_state]
+        """``closed``, ``open`` or ``half_open``.
+
+        An open breaker whose timeout has elapsed reads ``half_open``: the next call will be its probe.
+        (pybreaker only moves on that call; a readiness check that waited for it would never see it.)
+        """
+        cb = self.pybreaker
+        name = _NAMES[cb.current_state]
+        if name == "open" and self._clock() >= self._opened_at + cb.reset_timeout:
+            return "half_open"
+        return name
 
     @property
     def failures(self) -> int:

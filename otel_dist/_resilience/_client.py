@@ -333,16 +333,17 @@ class ServiceClient:
                 "non_retryable": f"{call.request.method} without Idempotency-Key, or an error retrying cannot fix",
                 "circuit_open": "the circuit breaker is open",
             }[reason]
-        error_cls = CircuitOpenError if reason == "circuit_open" else ServiceCallError
         message = f"{self.target}: gave up after {attempts} ({reason}: {why}); last: {detail}"
         if call.attempts == 0 and rejected is not None:
             message = f"{self.target}: call rejected without I/O ({why})"
-        error = error_cls(
-            message,
-            target=self.target,
-            reason=reason,
-            attempts=call.attempts,
-            response=last.response if last is not None else None,
-            request=call.request,
-        )
-        return error, error_type
+        fields: dict[str, Any] = {
+            "target": self.target,
+            "reason": reason,
+            "attempts": call.attempts,
+            "response": last.response if last is not None else None,
+            "request": call.request,
+        }
+        if reason == "circuit_open":
+            retry_in = rejected.retry_in if rejected is not None else None
+            return CircuitOpenError(message, retry_in=retry_in, **fields), error_type
+        return ServiceCallError(message, **fields), error_type

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 __all__ = ["CircuitOpenError", "ServiceCallError"]
@@ -36,4 +38,12 @@ class ServiceCallError(httpx.RequestError):
 
 
 class CircuitOpenError(ServiceCallError):
-    """The breaker of `target` is open (or half-open with its probe in flight): no request was sent."""
+    """The breaker of `target` is open (or half-open with its probe in flight): the call was stopped.
+
+    ``retry_in`` is the number of seconds until the breaker admits a probe (None when unknown, e.g. a probe
+    is in flight or the breaker opened during this call's retries).
+    """
+
+    def __init__(self, message: str, *, retry_in: float | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.retry_in = retry_in

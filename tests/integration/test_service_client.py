@@ -241,6 +241,7 @@ async def test_persistent_500_opens_the_breaker_then_calls_fail_fast(telemetry, 
     assert len(upstream.seen) == 3  # nothing reached the server once open
     err = caught.value
     assert (err.target, err.reason, err.attempts) == (target, "circuit_open", 0)
+    assert 29 < err.retry_in <= 30
     assert target in str(err) and "open" in str(err)
     assert value(telemetry, "otel_dist.circuit_breaker.rejections", target) == 5
     assert value(telemetry, "otel_dist.client.give_ups", target, otel_dist__give_up__reason="circuit_open") == 5

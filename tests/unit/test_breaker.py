@@ -107,6 +107,18 @@ def test_open_rejects_without_running_anything_until_the_timeout():
     assert rejected.value.retry_in == pytest.approx(6.0)
 
 
+def test_an_open_breaker_reads_half_open_once_its_timeout_has_elapsed():
+    breaker, clock = make(reset=10.0)
+    trip(breaker)
+    clock.now += 9.9
+    assert breaker.state == "open"
+    clock.now += 0.1
+    assert breaker.state == "half_open"  # for /ready: the next call will be the probe
+    assert breaker.pybreaker.current_state == pybreaker.STATE_OPEN  # no transition happened yet
+    _, transitions = breaker.admit()
+    assert moves(transitions) == [("open", "half_open")]
+
+
 def test_after_the_timeout_one_probe_is_admitted_and_others_are_rejected():
     breaker, clock = make(reset=10.0)
     trip(breaker)

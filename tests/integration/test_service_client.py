@@ -450,3 +450,46 @@ async def test_metrics_endpoint_and_logs_of_the_calling_app(telemetry, upstream,
     assert opened["trace_id"] == traces[broken][0]
     (rejected_line,) = [line for line in client_lines if line.get("otel_dist.give_up.reason") == "circuit_open"]
     assert rejected_line["trace_id"] == traces[broken][1]
+
+
+# auth hook --------------------------------------------------------------------------------
+
+
+class MintingAuth(httpx.Auth):
+    """Like the service-auth hook: a fresh bearer token per attempt, one re-mint and resend on a 401."""
+
+    def __init__(self) -> None:
+        self.minted = 0
+
+    def _token(self) -> str:
+        self.minted += 1
+        return f"Bearer t{self.minted}"
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers["Authorization"] = self._token()
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = self._token()
+            yield request
+
+
+async def test_auth_runs_on_every_attempt_and_its_401_resend_stays_inside_the_attempt(telemetry, upstream, target):
+    upstream.tell(Step(status=503), Step(status=401), default=Step(status=200))
+    async with ServiceClient(target, upstream.url, auth=MintingAuth(), **FAST) as client:
+        response = await client.get("/me")
+    assert response.status_code == 200
+    assert [s.headers["authorization"] for s in upstream.seen] == ["Bearer t1", "Bearer t2", "Bearer t3"]
+    assert value(telemetry, "otel_dist.client.retries", target) == 1  # the 503 only; the 401 was the auth's
+    call = logical_span(telemetry, target)
+    assert call.attributes["otel_dist.attempts"] == 2
+    assert len(attempt_spans(telemetry, call)) == 3
+
+
+async def test_a_final_401_is_returned_not_retried_and_never_trips_the_breaker(telemetry, upstream, target):
+    upstream.tell(default=Step(status=401))
+    async with ServiceClient(target, upstream.url, auth=MintingAuth(), failure_threshold=1, **FAST) as client:
+        for _ in range(3):
+            assert (await client.get("/me")).status_code == 401
+    assert len(upstream.seen) == 6  # per call: the attempt and the auth's single resend
+    assert breaker_states()[target] == "closed" and client.breaker.failures == 0
+    assert value(telemetry, "otel_dist.client.retries", target) == 0

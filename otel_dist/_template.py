@@ -81,7 +81,8 @@ def create_app(
     """
     tel = telemetry or _telemetry_for(name, version)
     settings = tel.settings
-    service, service_version = settings.service_name, version or settings.service_version
+    # The identity the telemetry resource carries (name and version are only defaults for it).
+    service, service_version = settings.service_name, settings.service_version
     targets = _downstream_urls(settings, downstreams)
     use_database = bool(database) or (database is None and metadata is not None)
     readiness = Readiness(settings.readiness_timeout)

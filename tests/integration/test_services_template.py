@@ -1,0 +1,133 @@
+"""create_app on a real uvicorn (in a thread): what the template gives a new service."""
+
+import secrets
+import time
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.trace import SpanKind
+from sqlalchemy import Column, Integer, MetaData, Table, func, select
+
+from otel_dist import ConfigError, DbSession, ServiceClient, create_app, downstream
+from otel_dist.testing import capture_telemetry, free_port, serve_app
+
+metadata = MetaData()
+things = Table("things", metadata, Column("id", Integer, primary_key=True))
+
+
+@pytest.fixture(autouse=True)
+def fresh_sqlalchemy_instrumentation():
+    yield
+    if SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+        SQLAlchemyInstrumentor().uninstrument()
+
+
+def test_a_service_in_a_few_lines(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    target = f"down-{secrets.token_hex(3)}"  # breakers are per process and per target name
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}"}
+    overrides = {"service_version": "2.0.0", "client_max_retries": 0, "breaker_failure_threshold": 2}
+    with capture_telemetry(env, service_name="svc", **overrides) as cap:
+        app = create_app("svc", metadata=metadata, downstreams={target: dead})
+
+        @app.get("/count")
+        async def count(session: DbSession) -> dict[str, int]:
+            return {"things": (await session.execute(select(func.count()).select_from(things))).scalar_one()}
+
+        @app.get("/call")
+        async def call(client: Annotated[ServiceClient, Depends(downstream(target))]) -> dict[str, int]:
+            return {"status": (await client.get("/x")).status_code}
+
+        with serve_app(app) as url:
+            assert httpx.get(url + "/count").json() == {"things": 0}  # tables created in the lifespan
+            assert httpx.get(url + "/health").json() == {"status": "healthy", "service": "svc", "version": "2.0.0"}
+            ready = httpx.get(url + "/ready").json()
+            assert ready["checks"] == {"database": "healthy", target: "healthy"}
+            assert httpx.get(url + "/metrics").status_code == 200
+
+            failed = httpx.get(url + "/call")  # connection refused: the client gives up
+            assert failed.status_code == 503
+            assert failed.json()["error"] == "dependency_failed" and failed.json()["dependency"] == target
+            httpx.get(url + "/call")  # second failure opens the breaker (threshold 2)
+            start = time.monotonic()
+            rejected = httpx.get(url + "/call")
+            assert time.monotonic() - start < 0.5
+            assert rejected.status_code == 503 and rejected.json()["error"] == "dependency_unavailable"
+            assert rejected.headers["retry-after"] == "60"  # the breaker's open timeout (default)
+            ready = httpx.get(url + "/ready")
+            assert ready.status_code == 503
+            assert ready.json()["checks"] == {"database": "healthy", target: "unhealthy"}
+            assert ready.json()["details"] == {target: "circuit breaker open"}
+        # The lifespan closed what it opened: the pool is empty, nothing in use.
+        assert cap.metric_value("db.client.connection.count", db__client__connection__state="idle") == 0
+        assert cap.metric_value("db.client.connection.count", db__client__connection__state="used") == 0
+        started = [line for line in cap.log_lines() if line["message"] == "service started"]
+        assert started[0]["downstreams"] == {target: dead} and started[0]["database"] == "sqlite"
+
+
+def test_fault_injection_from_settings_and_at_run_time(tmp_path):
+    with capture_telemetry(service_name="faulty", fault_error_rate=1.0) as cap:
+        app = create_app("faulty")
+
+        @app.get("/work")
+        async def work() -> dict[str, bool]:
+            return {"ok": True}
+
+        with serve_app(app) as url:
+            failed = httpx.get(url + "/work")
+            assert failed.status_code == 503 and failed.json()["error"] == "fault_injected"
+            assert httpx.get(url + "/health").status_code == 200  # never faulted
+            assert httpx.get(url + "/ready").status_code == 200
+            assert httpx.get(url + "/metrics").status_code == 200
+            # Auth is off here (no secret in development), so the admin route answers directly.
+            assert httpx.post(url + "/_faults", json={"error_rate": 0, "latency_ms": 150}).json() == {
+                "error_rate": 0.0,
+                "latency_ms": 150,
+            }
+            start = time.monotonic()
+            assert httpx.get(url + "/work").status_code == 200
+            assert time.monotonic() - start >= 0.15
+        spans = [s for s in cap.spans() if s.kind is SpanKind.SERVER]
+        assert spans[0].attributes["otel_dist.fault_injected"] is True
+        assert spans[0].attributes["http.response.status_code"] == 503
+        assert "otel_dist.fault_injected" not in spans[-1].attributes
+        changes = [line for line in cap.log_lines() if line["message"] == "fault injection changed"]
+        assert changes[0]["latency_ms"] == 150
+
+
+def test_production_has_no_fault_injection_at_all():
+    secret = secrets.token_urlsafe(48)
+    with capture_telemetry(service_name="prod", environment="production", jwt_secret=secret):
+        app = create_app("prod")
+        assert not any(getattr(r, "path", None) == "/_faults" for r in app.routes)
+        assert not hasattr(app.state, "faults")
+    with pytest.raises(ConfigError, match="refused when ENVIRONMENT=production"):
+        with capture_telemetry(environment="production", jwt_secret=secret, fault_error_rate=0.5):
+            pass
+
+
+def test_a_missing_downstream_url_names_its_variable():
+    with capture_telemetry(service_name="gw"):
+        with pytest.raises(
+            ConfigError, match=r"ORDERS_SERVICE_URL: required by create_app\(downstreams=\['orders'\]\)"
+        ):
+            create_app("gw", downstreams=["orders"])
+        app = create_app("gw2", downstreams={"orders": "http://127.0.0.1:1/"})
+        assert app.title == "gw"  # the running telemetry's service.name wins over the template's default
+
+
+def test_service_name_defaults_to_the_template_name(monkeypatch):
+    from otel_dist.testing import reset_telemetry
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.setenv("SERVICE_VERSION", "9.9.9")
+    reset_telemetry()
+    try:
+        app = create_app("named", version="1.0.0")
+        assert app.state.settings.service_name == "named"
+        assert app.version == "9.9.9"  # the environment wins over the template's default
+    finally:
+        reset_telemetry()

@@ -137,6 +137,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    indexed: list[tuple[int, float]] = field(default_factory=list)  # (request index, latency)
     elapsed: float = 0.0
 
     @property
@@ -195,7 +196,9 @@ async def load(
                 except httpx.HTTPError as exc:
                     result.errors[type(exc).__name__] += 1
                     continue
-                result.latencies.append(time.perf_counter() - began)
+                elapsed = time.perf_counter() - began
+                result.latencies.append(elapsed)
+                result.indexed.append((i, elapsed))
                 result.statuses[response.status_code] += 1
 
         with suppress_http_instrumentation():

@@ -18,7 +18,7 @@ from otel_dist.testing import free_port
 from ._support import LoadResult, Sink, load, prom_samples, prom_sum, rss_kib, run_load, start_service
 
 QUEUE = 256
-ROUNDS, PER_ROUND = 6, 200
+PER_SERVICE = 1200
 
 
 def sdk_accounting(metrics: str, signal: str, created: int) -> dict[str, float]:
@@ -40,18 +40,14 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
     up = start_service(tmp_path, "backend-up-svc", OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, **bounded)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     down = start_service(tmp_path, "backend-down-svc", OTEL_EXPORTER_OTLP_ENDPOINT=closed, **bounded)
-    runs: dict[str, list[LoadResult]] = {"up": [], "down": []}
     try:
         for svc in (up, down):
             warm = run_load(lambda i, svc=svc: f"{svc.url}/work/{i}", total=600, concurrency=20)
             assert warm.statuses == {200: 600}, warm.summary()
         rss_before = rss_kib(down.proc.pid)
-        # Same load on both services in short alternating rounds, so machine noise hits both alike.
-        for _ in range(ROUNDS):
-            for name, svc in (("up", up), ("down", down)):
-                run = run_load(lambda i, svc=svc: f"{svc.url}/work/{i}", total=PER_ROUND, concurrency=4)
-                assert run.statuses == {200: PER_ROUND} and not run.errors, run.summary()
-                runs[name].append(run)
+        # One run whose requests alternate between the two services, so machine noise hits both alike.
+        mixed = run_load(lambda i: f"{(up, down)[i % 2].url}/work/{i}", total=2 * PER_SERVICE, concurrency=8)
+        assert mixed.statuses == {200: 2 * PER_SERVICE} and not mixed.errors, mixed.summary()
         rss_after = rss_kib(down.proc.pid)
         time.sleep(0.3)
         lines = down.json_lines()  # one span per access line; one OTel log record per JSON line
@@ -66,16 +62,17 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
         up.stop()
         down.stop()
         sink.stop()
-    median = {name: statistics.median(x for r in rs for x in r.latencies) for name, rs in runs.items()}
+    median = {
+        name: statistics.median(latency for i, latency in mixed.indexed if i % 2 == parity)
+        for parity, name in enumerate(("up", "down"))
+    }
     ratio = median["down"] / median["up"]
-    per_round = [d.median / u.median for u, d in zip(runs["up"], runs["down"], strict=True)]
     print(
-        f"backend unreachable: {ROUNDS}x{PER_ROUND} requests each, median latency up "
-        f"{median['up'] * 1000:.2f} ms, down {median['down'] * 1000:.2f} ms (ratio {ratio:.3f}, per-round ratios "
-        f"{[round(r, 2) for r in per_round]}); spans {spans}; logs {logs}; "
-        f"RSS {rss_before} -> {rss_after} KiB; stopped in {stop_s:.1f}s"
+        f"backend unreachable: {PER_SERVICE} requests to each service, interleaved: median latency up "
+        f"{median['up'] * 1000:.2f} ms, down {median['down'] * 1000:.2f} ms (ratio {ratio:.3f}); "
+        f"spans {spans}; logs {logs}; RSS {rss_before} -> {rss_after} KiB; stopped in {stop_s:.1f}s"
     )
-    assert served == 600 + ROUNDS * PER_ROUND
+    assert served == 600 + PER_SERVICE
     for counts in (spans, logs):
         assert counts["dropped"] > 0  # the overflow is visible as a metric, not silent
         assert 0 <= counts["queued"] <= QUEUE  # bounded
@@ -88,7 +85,7 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
     assert stop_s < 8  # the shutdown flush is bounded even though nothing answers
     # The measured ratio is close to 1 (printed above); the bound is wide enough that a
     # busy shared 2-core CI machine cannot make it flake.
-    assert ratio < 1.25, ratio
+    assert ratio < 1.2, ratio
 
 
 def test_backend_killed_mid_load_and_restarted_no_request_fails_export_resumes(tmp_path):

@@ -210,9 +210,9 @@ class ServiceClient:
                 end_attrs["error.type"] = error_type
                 span.set_status(Status(StatusCode.ERROR, error_type))
             span.set_attributes(end_attrs)
+            tel.record_call(target, method_attr, outcome, error_type, elapsed)  # exemplar: this call's span
             span.end()
             otel_context.detach(token)
-            tel.record_call(target, method_attr, outcome, error_type, elapsed)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", url, **kwargs)

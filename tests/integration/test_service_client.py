@@ -154,8 +154,8 @@ async def test_read_timeout_on_post_without_idempotency_key_is_not_retried(telem
 
 
 async def test_read_timeout_on_post_with_idempotency_key_is_retried_with_the_same_key(telemetry, upstream, target):
-    upstream.tell(Step(delay=0.6), default=Step(status=201))
-    async with ServiceClient(target, upstream.url, attempt_timeout=0.2, max_retries=3, **FAST) as client:
+    upstream.tell(Step(delay=1.0), default=Step(status=201))
+    async with ServiceClient(target, upstream.url, attempt_timeout=0.4, max_retries=3, **FAST) as client:
         response = await client.post("/orders", json={"item": 1}, headers={"Idempotency-Key": "order-42"})
     assert response.status_code == 201
     assert [s.headers.get("idempotency-key") for s in upstream.seen] == ["order-42", "order-42"]
@@ -299,15 +299,16 @@ async def test_slow_upstream_never_gets_an_attempt_after_the_deadline(telemetry,
     async with ServiceClient(
         target, upstream.url, timeout=deadline, attempt_timeout=0.25, max_retries=10, **FAST
     ) as client:
-        started = time.monotonic()
+        started, started_ns = time.monotonic(), time.time_ns()
         with pytest.raises(ServiceCallError) as caught:
             await client.get("/slow")
         elapsed = time.monotonic() - started
     assert caught.value.reason == "deadline"
-    assert elapsed < deadline + 0.15
-    assert 2 <= len(upstream.seen) <= 3
-    assert all(seen.at < started + deadline for seen in upstream.seen)
-    assert caught.value.attempts == len(upstream.seen)
+    assert elapsed < deadline + 0.3  # cut at the deadline, plus clean-up on a busy machine
+    attempts = attempt_spans(telemetry, logical_span(telemetry, target))
+    assert 2 <= len(attempts) == caught.value.attempts <= 3  # at 0, ~0.25 and ~0.5 s
+    assert all(span.start_time < started_ns + deadline * 1e9 for span in attempts)  # none started after it
+    assert len(upstream.seen) <= len(attempts)
 
 
 # 8 ------------------------------------------------------------------------------------------

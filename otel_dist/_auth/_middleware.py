@@ -11,18 +11,23 @@ On success the caller goes into ``scope["otel_dist.caller"]`` and
 ``scope["state"]["service_identity"]`` (so ``request.state.service_identity``
 works) and onto the server span.  On failure: 401 (403 for a caller outside
 the allow-list) with a JSON reason code, span status ERROR, and one JSON log
-line.  Every outcome is one point of ``otel_dist.auth.verify.duration``.
+line.  Every outcome is counted in ``otel_dist.auth.verifications``.
+
+Why an asynchronous counter rather than a duration histogram: a synchronous
+SDK instrument costs ~10 us per call (attribute lookup, exemplar sampling),
+five times a cached verification.  Here each layer keeps plain integer
+tallies, and one callback per meter reports their sums at collection time.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Status, StatusCode
 
 from .._logs import LogSink
@@ -37,11 +42,53 @@ LOGGER = "otel_dist.auth"
 CALLER = "otel_dist.auth.caller"
 RESULT = "otel_dist.auth.result"
 REASON = "otel_dist.auth.reason"
-DURATION = "otel_dist.auth.verify.duration"
-# Cold verification is ~10-100 us, a cache hit ~1 us, a JWKS fetch ~ms.
-_BUCKETS = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5)
-_perf = time.perf_counter
+METRIC = "otel_dist.auth.verifications"
+_SUCCESS = ("success", "")
 _get_span = trace.get_current_span
+
+
+class _Outcomes:
+    """One asynchronous counter per meter, summing the tallies of every auth layer using it."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.tallies: list[dict[tuple[str, str], int]] = []
+        self._attrs: dict[tuple[str, str], dict[str, str]] = {}
+        meter.create_observable_counter(
+            METRIC,
+            callbacks=[self._observe],
+            unit="{verification}",
+            description="Service-token verifications, by result (success/failure/denied) and reason.",
+        )
+
+    def tally(self) -> dict[tuple[str, str], int]:
+        counts = {_SUCCESS: 0}
+        self.tallies.append(counts)  # kept for the process's life: a counter must never go down
+        return counts
+
+    def _observe(self, options: CallbackOptions) -> list[Observation]:
+        totals: dict[tuple[str, str], int] = {}
+        for counts in self.tallies:
+            for key, value in list(counts.items()):
+                totals[key] = totals.get(key, 0) + value
+        out = []
+        for (result, reason), value in totals.items():
+            if not value:
+                continue
+            attrs = self._attrs.get((result, reason))
+            if attrs is None:
+                attrs = self._attrs[(result, reason)] = {RESULT: result, REASON: reason} if reason else {RESULT: result}
+            out.append(Observation(value, attrs))
+        return out
+
+
+_outcomes: weakref.WeakKeyDictionary[Meter, _Outcomes] = weakref.WeakKeyDictionary()
+
+
+def _tally_for(meter: Meter) -> dict[tuple[str, str], int]:
+    outcomes = _outcomes.get(meter)
+    if outcomes is None:
+        outcomes = _outcomes[meter] = _Outcomes(meter)
+    return outcomes.tally()
 
 
 class ServiceAuthMiddleware:
@@ -60,14 +107,7 @@ class ServiceAuthMiddleware:
         self._exempt = frozenset(exempt)
         self._exempt_raw = frozenset(p.encode("utf-8") for p in exempt)
         self._sink = sink
-        self._duration = meter.create_histogram(
-            DURATION,
-            unit="s",
-            description="Duration of service-token verification, by result and reason.",
-            explicit_bucket_boundaries_advisory=_BUCKETS,
-        )
-        self._success_attrs = {RESULT: "success"}
-        self._failure_attrs: dict[tuple[str, str], dict[str, str]] = {}
+        self._counts = _tally_for(meter)
         self._bodies: dict[tuple[int, str], bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,7 +130,6 @@ class ServiceAuthMiddleware:
             if name == b"authorization":
                 duplicate = value is not None
                 value = header
-        start = _perf()
         verifier = self.verifier
         try:
             if duplicate:
@@ -100,14 +139,14 @@ class ServiceAuthMiddleware:
             except KeysNeeded as needed:
                 identity = await verifier.verify_after_refresh(value, needed)
         except AuthFailure as failure:
-            await self._reject(scope, receive, send, failure, _perf() - start)
+            await self._reject(scope, receive, send, failure)
             return
         except Exception as exc:  # noqa: BLE001 - a bug must fail closed, and never as a 500
             internal = AuthFailure(INTERNAL_ERROR)
             internal.__cause__ = exc
-            await self._reject(scope, receive, send, internal, _perf() - start)
+            await self._reject(scope, receive, send, internal)
             return
-        self._duration.record(_perf() - start, self._success_attrs)
+        self._counts[_SUCCESS] += 1
         span = _get_span()
         if span.is_recording():
             span.set_attributes({CALLER: identity.name, RESULT: "success"})
@@ -119,12 +158,10 @@ class ServiceAuthMiddleware:
             state[STATE_KEY] = identity
         await self.app(scope, receive, send)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send, failure: AuthFailure, duration: float) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, failure: AuthFailure) -> None:
         reason, result = failure.reason, failure.result
-        attrs = self._failure_attrs.get((result, reason))
-        if attrs is None:  # bounded: both members come from fixed sets
-            attrs = self._failure_attrs[(result, reason)] = {RESULT: result, REASON: reason}
-        self._duration.record(duration, attrs)
+        key = (result, reason)  # bounded: both members come from fixed sets
+        self._counts[key] = self._counts.get(key, 0) + 1
         span = _get_span()
         fields: dict[str, Any] = {
             RESULT: result,
@@ -140,7 +177,7 @@ class ServiceAuthMiddleware:
         if failure.__cause__ is not None:
             fields["error.type"] = type(failure.__cause__).__qualname__
         if span.is_recording():
-            span.set_attributes(attrs)
+            span.set_attributes({RESULT: result, REASON: reason})
             if failure.identity is not None:
                 span.set_attribute(CALLER, failure.identity.name)
             span.set_status(Status(StatusCode.ERROR, reason))

@@ -143,7 +143,7 @@ def test_caller_outside_allow_list_is_403():
     assert span.attributes["otel_dist.auth.caller"] == CALLER
     assert span.attributes["otel_dist.auth.reason"] == "caller_not_allowed"
     assert len(lines) == 1 and lines[0]["message"] == "service request denied"
-    assert cap.metric_value("otel_dist.auth.verify.duration", otel_dist__auth__result="denied") == 1
+    assert cap.metric_value("otel_dist.auth.verifications", otel_dist__auth__result="denied") == 1
 
 
 def test_instrument_app_auth_false_opts_out():

@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_dist import ServiceTokenAuth
+from otel_dist._auth import REASONS
 from otel_dist.testing import TelemetryCapture, capture_telemetry, serve_app
 
 from .test_auth_support import (
@@ -69,13 +70,27 @@ def call(base: str, path: str, authorization: str | None = None, **kw: Any) -> h
         return httpx.get(base + path, headers=headers, timeout=5, **kw)
 
 
+def _eventually(probe: Any, timeout: float = 2.0) -> Any:
+    # The server span ends (and the access line is written) just after the response is sent.
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.005)
+
+
 def server_span(cap: TelemetryCapture, path: str) -> Any:
-    spans = [s for s in cap.spans() if s.kind == SpanKind.SERVER and s.attributes.get("url.path") == path]
+    def probe() -> list[Any]:
+        return [s for s in cap.spans() if s.kind == SpanKind.SERVER and s.attributes.get("url.path") == path]
+
+    spans = _eventually(probe)
     assert len(spans) == 1, [s.attributes.get("url.path") for s in cap.spans()]
     return spans[0]
 
 
 def rejection_lines(cap: TelemetryCapture, path: str) -> list[dict[str, Any]]:
+    server_span(cap, path)  # the rejection line is written before the span ends
     return [line for line in cap.log_lines() if line.get("logger") == "otel_dist.auth" and line.get("url.path") == path]
 
 
@@ -267,7 +282,7 @@ def test_rejection(server, authorization, reason):
     assert line["level"] == "WARNING"
     assert line["otel_dist.auth.reason"] == reason
     assert line["trace_id"] == format(span.context.trace_id, "032x")
-    assert cap.metric_value("otel_dist.auth.verify.duration", otel_dist__auth__reason=reason) >= 1
+    assert cap.metric_value("otel_dist.auth.verifications", otel_dist__auth__reason=reason) >= 1
 
 
 def test_missing_header(server):
@@ -356,16 +371,22 @@ def test_protected_handler_not_run_on_rejection(server):
     assert HITS["orders"] == before + 1
 
 
-def test_outcome_metric(server):
+def test_outcome_counter(server):
     cap, base = server
-    call(base, unique(), f"Bearer {hs_token()}")
-    points = cap.metric_points("otel_dist.auth.verify.duration")
-    results = {attrs["otel_dist.auth.result"] for attrs, _ in points}
-    assert {"success", "failure"} <= results
-    for attrs, point in points:
+    metric = "otel_dist.auth.verifications"
+    success = cap.metric_value(metric, otel_dist__auth__result="success")
+    expired = cap.metric_value(metric, otel_dist__auth__reason="expired")
+    token = hs_token()
+    for _ in range(2):  # cached or not, every verification counts
+        assert call(base, unique(), f"Bearer {token}").status_code == 200
+    assert call(base, unique(), f"Bearer {hs_token()}").status_code == 200
+    assert call(base, unique(), f"Bearer {hs_token(exp=_now() - 120, iat=_now() - 700)}").status_code == 401
+    assert cap.metric_value(metric, otel_dist__auth__result="success") == success + 3
+    assert cap.metric_value(metric, otel_dist__auth__reason="expired") == expired + 1
+    for attrs, _ in cap.metric_points(metric):
         assert set(attrs) <= {"otel_dist.auth.result", "otel_dist.auth.reason"}
         assert ("otel_dist.auth.reason" in attrs) == (attrs["otel_dist.auth.result"] != "success")
-        assert point.count >= 1 and point.sum >= 0
+        assert attrs.get("otel_dist.auth.reason", "missing") in REASONS
 
 
 # ---------------------------------------------------------------- secrecy (keep last)

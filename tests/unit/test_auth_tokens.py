@@ -34,7 +34,9 @@ def test_minted_token_follows_the_contract():
     token = minter.mint("orders")
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "HS256", "typ": "JWT", "kid": hmac_key(SECRET).kid}
-    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="orders", options={"verify_exp": False, "verify_iat": False})
+    claims = jwt.decode(
+        token, SECRET, algorithms=["HS256"], audience="orders", options={"verify_exp": False, "verify_iat": False}
+    )
     assert set(claims) == {"iss", "sub", "aud", "iat", "exp", "jti"}
     assert claims["iss"] == claims["sub"] == "billing"
     assert claims["aud"] == "orders"

@@ -622,11 +622,11 @@ class _Demo:
             "ok": "200/201",
             "expected 4xx": "401 bad token, 404 someone else's order",
             "503 breaker open": (
-                f"answered at once (median {statistics.median(breaker_fast) * 1000:.0f} ms): orders' breaker was open"
+                f"median {statistics.median(breaker_fast) * 1000:.0f} ms, orders not called: its breaker was open"
                 if breaker_fast
                 else "orders' breaker was open"
             ),
-            "other 5xx": "orders failing before the breaker opened (after retries)",
+            "other 5xx": "orders' injected 503s, before the breaker opened",
             "transport error": "no answer from the gateway",
         }
         for key, text in explanations.items():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import importlib.util
 import json
@@ -52,7 +53,7 @@ from starlette.routing import Route
 from ._auth import service_auth
 from ._settings import load_settings
 
-__all__ = ["DemoOptions", "SinkSpan", "SpanSink", "run_demo"]
+__all__ = ["DemoOptions", "SinkSpan", "SpanSink", "run_demo", "spans_from_otlp_json"]
 
 SERVICES = ("auth", "orders", "gateway")
 _KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
@@ -281,6 +282,7 @@ class _Demo:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.destination = ""
         self.collector: dict[str, str] | None = None
+        self.stack_traces: Path | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ run
@@ -332,6 +334,7 @@ class _Demo:
             self.destination = f"OTLP endpoint {endpoint} (OTEL_EXPORTER_OTLP_ENDPOINT)"
         elif stack is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = stack["otlp_http"]
+            self.stack_traces = Path(stack["sink_dir"]) / "traces.jsonl"
             self.destination = f"the local collector stack at {stack['otlp_http']}"
         else:
             self.sink = SpanSink()
@@ -560,20 +563,33 @@ class _Demo:
         # The last successful read: after the breaker healed, all three services answered it.
         trace_id = reads[-1].trace_id
         assert trace_id is not None
-        if self.sink is not None:
-            deadline = time.monotonic() + 5
+        sink, stack_traces = self.sink, self.stack_traces
+        fetch: Callable[[], list[SinkSpan]] | None = None
+        if sink is not None:
+            fetch = functools.partial(sink.spans, trace_id)
+        elif stack_traces is not None:  # what the collector exported, as OTLP-JSON lines
+            fetch = functools.partial(spans_from_otlp_json, stack_traces, trace_id)
+        if fetch is not None:
+            spans: list[SinkSpan] = []
+            deadline = time.monotonic() + (5 if sink is not None else 10)
             while time.monotonic() < deadline:
-                spans = self.sink.spans(trace_id)
+                spans = fetch()
                 if {s.service for s in spans if s.kind == "SERVER"} >= set(SERVICES) and any(
                     s.parent_span_id is None for s in spans
                 ):
                     time.sleep(0.5)  # the last batch of the slowest service
-                    return {"trace_id": trace_id, "spans": self.sink.spans(trace_id)}
+                    spans = fetch()
+                    break
                 time.sleep(0.2)
-            return {"trace_id": trace_id, "spans": self.sink.spans(trace_id)}
+            if spans:
+                return {"trace_id": trace_id, "spans": spans}
         # Exported elsewhere: the services crossed are in each service's JSON log lines.
         time.sleep(0.3)
-        crossed = [name for name, s in self.services.items() if trace_id in s.log_path.read_text(errors="replace")]
+        crossed = [
+            name
+            for name in ("gateway", "auth", "orders")
+            if trace_id in self.services[name].log_path.read_text(errors="replace")
+        ]
         return {"trace_id": trace_id, "services": crossed}
 
     def _scrape_metrics(self) -> dict[str, float]:
@@ -679,8 +695,11 @@ class _Demo:
             return ["Example trace: none (no order read succeeded)"]
         trace_id = example["trace_id"]
         if "services" in example:
-            crossed = " -> ".join(example["services"]) or "?"
-            return [f"Example trace {trace_id} (GET /orders/{{order_id}}): crossed {crossed} (from the JSON logs)"]
+            crossed = ", ".join(example["services"]) or "?"
+            return [
+                f"Example trace {trace_id} (GET /orders/{{order_id}} at the gateway): services {crossed} "
+                "(their JSON log lines carry this trace_id)"
+            ]
         spans: list[SinkSpan] = example["spans"]
         crossed_order: list[str] = []
         for _, span in span_tree(spans):
@@ -812,7 +831,49 @@ def _collector_stack() -> dict[str, str] | None:
         stack = module.stack_status()
     except Exception:  # noqa: BLE001 - a broken state file only means "no stack"
         return None
-    return dict(stack.urls) if stack is not None else None
+    return {**stack.urls, "sink_dir": str(stack.sink_dir)} if stack is not None else None
+
+
+def spans_from_otlp_json(path: Path, trace_id: str) -> list[SinkSpan]:
+    """The spans of `trace_id` in an OTLP-JSON lines file (what the stack's collector exported)."""
+    found: list[SinkSpan] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [line for line in fh if trace_id in line]
+    except OSError:
+        return found
+    for line in lines:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            for resource_spans in json.loads(line).get("resourceSpans", []):
+                resource = _json_attributes(resource_spans.get("resource", {}).get("attributes", []))
+                service = str(resource.get("service.name", "unknown_service"))
+                for scope_spans in resource_spans.get("scopeSpans", []):
+                    for span in scope_spans.get("spans", []):
+                        if span.get("traceId", "").lower() != trace_id:
+                            continue
+                        found.append(
+                            SinkSpan(
+                                service=service,
+                                trace_id=trace_id,
+                                span_id=span["spanId"].lower(),
+                                parent_span_id=span.get("parentSpanId", "").lower() or None,
+                                name=span.get("name", ""),
+                                kind=_KINDS.get(int(span.get("kind", 0)), str(span.get("kind"))),
+                                start_ns=int(span.get("startTimeUnixNano", 0)),
+                                end_ns=int(span.get("endTimeUnixNano", 0)),
+                                status=int(span.get("status", {}).get("code", 0)),
+                                attributes=_json_attributes(span.get("attributes", [])),
+                            )
+                        )
+    return found
+
+
+def _json_attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        value = item.get("value", {})
+        out[item["key"]] = next(iter(value.values()), None) if isinstance(value, dict) else value
+    return out
 
 
 def load_stack_module() -> Any:

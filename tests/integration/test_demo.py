@@ -95,3 +95,53 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path):
     assert demo.returncode == 130, rest
     assert "interrupted" in rest and "stopped gateway, orders, auth" in rest
     assert processes_in(run_dir) == []
+
+
+def test_example_trace_from_what_the_collector_exported(tmp_path):
+    """In stack mode the demo reads the collector's OTLP-JSON export (the stack's sink file)."""
+    import json
+
+    from otel_dist._demo import span_tree, spans_from_otlp_json
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+
+    def span(span_id: str, parent: str, name: str, kind: int) -> dict:
+        return {
+            "traceId": trace_id,
+            "spanId": span_id,
+            "parentSpanId": parent,
+            "name": name,
+            "kind": kind,
+            "startTimeUnixNano": "1000000",
+            "endTimeUnixNano": "3000000",
+            "attributes": [{"key": "http.route", "value": {"stringValue": "/x"}}],
+        }
+
+    def batch(service: str, *spans: dict) -> str:
+        resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]}
+        return json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": list(spans)}]}]})
+
+    path = tmp_path / "traces.jsonl"
+    other = batch("noise", span("1111111111111111", "", "GET /", 2)).replace(trace_id, "f" * 32)
+    path.write_text(
+        "\n".join(
+            [
+                batch("auth", span("00f067aa0ba902b7", "b7ad6b7169203331", "POST /introspect", 2)),
+                other,
+                batch(
+                    "gateway",
+                    span("a000000000000001", "", "GET /x", 2),
+                    span("b7ad6b7169203331", "a000000000000001", "POST", 3),
+                ),
+            ]
+        )
+        + "\n"
+    )
+    spans = spans_from_otlp_json(path, trace_id)
+    tree = [(depth, s.service, s.kind, s.name) for depth, s in span_tree(spans)]
+    assert tree == [
+        (0, "gateway", "SERVER", "GET /x"),
+        (1, "gateway", "CLIENT", "POST"),
+        (2, "auth", "SERVER", "POST /introspect"),
+    ]
+    assert spans[0].attributes == {"http.route": "/x"} and spans[0].duration_ms == 2.0

@@ -155,11 +155,11 @@ class TokenQuery(BaseModel):
 async def register(body: Credentials, session: DbSession) -> User:
     password_hash = await asyncio.to_thread(hash_password, body.password)
     try:
-        result = await session.execute(insert(users).values(username=body.username, password_hash=password_hash))
+        statement = insert(users).values(username=body.username, password_hash=password_hash).returning(users.c.id)
+        user_id = (await session.execute(statement)).scalar_one()
         await session.commit()
     except IntegrityError:
         raise HTTPException(409, "username already taken") from None
-    user_id = int(result.inserted_primary_key[0])
     log.info("user registered", user_id=user_id)
     return User(id=user_id, username=body.username)
 

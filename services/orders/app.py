@@ -51,9 +51,10 @@ class Order(BaseModel):
 @app.post("/orders", status_code=201)
 async def create_order(body: NewOrder, session: DbSession) -> Order:
     created_at = datetime.now(UTC)
-    result = await session.execute(insert(orders).values(**body.model_dump(), created_at=created_at))
+    statement = insert(orders).values(**body.model_dump(), created_at=created_at).returning(orders.c.id)
+    order_id = (await session.execute(statement)).scalar_one()
     await session.commit()
-    order = Order(id=int(result.inserted_primary_key[0]), created_at=created_at, **body.model_dump())
+    order = Order(id=order_id, created_at=created_at, **body.model_dump())
     log.info("order created", order_id=order.id, user_id=order.user_id)
     return order
 

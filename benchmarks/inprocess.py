@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -298,6 +299,34 @@ def timed_round(loop: asyncio.AbstractEventLoop, variant: Variant, n: int) -> fl
     return (time.process_time() - start) / n * 1e6
 
 
+def calls_per_request(variant: Variant, n: int = 200, warmup: int = 300) -> float:
+    """Python and C function calls per request on the request path (the event loop's thread).
+
+    Deterministic on any machine (for given library versions), so it makes a
+    CI guard that cannot flake; a regression that adds work (a route scan, an
+    extra span, attribute re-validation) adds calls.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(drive(variant, warmup))
+        variant.flush()
+        count = 0
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            nonlocal count
+            if event == "call" or event == "c_call":
+                count += 1
+
+        sys.setprofile(profile)
+        try:
+            loop.run_until_complete(drive(variant, n))
+        finally:
+            sys.setprofile(None)
+        return count / n
+    finally:
+        loop.close()
+
+
 @dataclass
 class Result:
     name: str
@@ -410,7 +439,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--no-components", action="store_true")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--calls", action="store_true", help="only count function calls per request")
     args = parser.parse_args(argv)
+    if args.calls:
+        for variant in build_variants(components=not args.no_components):
+            print(f"{variant.name:28s} {calls_per_request(variant):8.1f} calls/request")
+        return
     out = run(args.rounds, args.requests, components=not args.no_components)
     print(out["table"])
     if args.json:

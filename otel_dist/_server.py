@@ -12,13 +12,15 @@ so no route is scanned twice, and a 404 never adds a series.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._logs import LogSink
@@ -34,6 +36,57 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 _SCOPE_NAME = "otel_dist.server"
 ACCESS_LOGGER = "otel_dist.access"
+
+
+class ActiveRequests:
+    """``http.server.active_requests`` as an asynchronous up-down counter.
+
+    A synchronous UpDownCounter costs two SDK measurements per request (each
+    hashing its attributes once per metric reader: ~25 µs with Prometheus +
+    OTLP); here a request moves a plain counter and the SDK reads the counts
+    when it collects.  Same name, unit, kind (non-monotonic sum) and attributes.
+    One instance per meter, so several apps on one meter share one instrument.
+    """
+
+    _by_meter: weakref.WeakKeyDictionary[Any, ActiveRequests] = weakref.WeakKeyDictionary()
+    _registry_lock = threading.Lock()
+
+    def __init__(self, meter: Meter) -> None:
+        self._lock = threading.Lock()
+        # (method, scheme) -> [in-flight count, attributes]; bounded: methods are normalised.
+        self._slots: dict[tuple[str, str], list[Any]] = {}
+        meter.create_observable_up_down_counter(
+            "http.server.active_requests",
+            callbacks=[self._observe],
+            unit="{request}",
+            description="Number of active HTTP server requests.",
+        )
+
+    @classmethod
+    def of(cls, meter: Meter) -> ActiveRequests:
+        with cls._registry_lock:
+            try:
+                found = cls._by_meter.get(meter)
+            except TypeError:  # a meter that cannot be weakly referenced
+                return cls(meter)
+            if found is None:
+                found = cls._by_meter[meter] = cls(meter)
+            return found
+
+    def enter(self, method: str, scheme: str) -> list[Any]:
+        slot = self._slots.get((method, scheme))
+        if slot is None:
+            slot = self._slots.setdefault((method, scheme), [0, {"http.request.method": method, "url.scheme": scheme}])
+        with self._lock:
+            slot[0] += 1
+        return slot
+
+    def leave(self, slot: list[Any]) -> None:
+        with self._lock:
+            slot[0] -= 1
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(count, attrs) for count, attrs in list(self._slots.values())]
 
 
 def route_template(scope: Scope) -> str | None:
@@ -59,13 +112,10 @@ class ServerTelemetry:
         self._duration = meter.create_histogram(
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
         )
-        self._active = meter.create_up_down_counter(
-            "http.server.active_requests", unit="{request}", description="Number of active HTTP server requests."
-        )
+        self._active = ActiveRequests.of(meter)
         # Metric attribute dicts are reused per (method, scheme, route, status, error):
         # bounded because every member is low-cardinality.
         self._attr_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._active_attrs: dict[tuple[str, str], dict[str, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self._untraced:
@@ -105,7 +155,7 @@ class ServerTelemetry:
         if host:
             hostname, _, port = host.rpartition(":") if host[-1:].isdigit() and ":" in host else (host, "", "")
             attributes["server.address"] = hostname
-            if port.isdigit():
+            if port.isascii() and port.isdigit():  # not "1²": str.isdigit accepts superscripts
                 attributes["server.port"] = int(port)
         elif server:
             attributes["server.address"] = server[0]
@@ -129,11 +179,7 @@ class ServerTelemetry:
             (b"traceresponse", f"00-{trace_id}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}".encode()),
             (corr_header, (corr or trace_id).encode()),
         ]
-        active_key = (method, scheme)
-        active_attrs = self._active_attrs.get(active_key)
-        if active_attrs is None:
-            active_attrs = self._active_attrs[active_key] = {"http.request.method": method, "url.scheme": scheme}
-        self._active.add(1, active_attrs)
+        active = self._active.enter(method, scheme)
         status = 500
         error_type: str | None = None
 
@@ -165,7 +211,7 @@ class ServerTelemetry:
             span.set_attributes(end_attrs)
             span.end()
             otel_context.detach(token)
-            self._active.add(-1, active_attrs)
+            self._active.leave(active)
             key = (method, scheme, template, status, error_type)
             metric_attrs = self._attr_cache.get(key)
             if metric_attrs is None:

@@ -156,7 +156,9 @@ def serve_app(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
 
     import uvicorn
 
-    sock = socket.socket()
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets; without it
+    # Nagle + delayed ACK add ~40 ms to every keep-alive request.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", ws="none")

@@ -36,6 +36,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 _SCOPE_NAME = "otel_dist.server"
 ACCESS_LOGGER = "otel_dist.access"
+# Bounds on values taken from the request (the whole head may arrive in one 64 KB read).
+_MAX_PATH = 2048
+_MAX_HOST = 255
+_MAX_LIST_HEADER = 8192
 
 
 class ActiveRequests:
@@ -89,6 +93,17 @@ class ActiveRequests:
         return [Observation(count, attrs) for count, attrs in list(self._slots.values())]
 
 
+def _combine(current: str | None, value: bytes) -> str | None:
+    """Repeated list headers join with a comma (RFC 9110); stops growing once past any size bound."""
+    if not value.strip():
+        return current
+    if current is None:
+        return value.decode("latin-1")
+    if len(current) > _MAX_LIST_HEADER:
+        return current  # already too long: the size check in extract_from_headers drops it
+    return current + "," + value.decode("latin-1")
+
+
 def route_template(scope: Scope) -> str | None:
     """The matched route's template (``/orders/{order_id}``), mount prefix included."""
     route = scope.get("route")
@@ -126,13 +141,15 @@ class ServerTelemetry:
         user_agent = host = None
         corr_header = self._correlation_header
         for name, value in scope["headers"]:
-            # One pass over the raw headers; duplicated headers keep the first value.
+            # One pass over the raw headers. W3C: a repeated traceparent is invalid (the
+            # trace restarts), repeated tracestate/baggage headers are one list; other
+            # duplicated headers keep the first value.
             if name == b"traceparent":
-                traceparent = traceparent or value.decode("latin-1")
+                traceparent = value.decode("latin-1") if traceparent is None else ""
             elif name == b"tracestate":
-                tracestate = tracestate or value.decode("latin-1")
+                tracestate = _combine(tracestate, value)
             elif name == b"baggage":
-                baggage = baggage or value.decode("latin-1")
+                baggage = _combine(baggage, value)
             elif name == corr_header:
                 legacy = legacy or value.decode("latin-1")
             elif name == b"user-agent":
@@ -147,15 +164,17 @@ class ServerTelemetry:
         parent = extract_from_headers(traceparent, tracestate, baggage)
         attributes: dict[str, Any] = {
             "http.request.method": method,
-            "url.path": scope["path"],
+            "url.path": scope["path"][:_MAX_PATH],
             "url.scheme": scheme,
             "network.protocol.version": scope.get("http_version", "1.1"),
         }
         server = scope.get("server")
         if host:
             hostname, _, port = host.rpartition(":") if host[-1:].isdigit() and ":" in host else (host, "", "")
-            attributes["server.address"] = hostname
-            if port.isascii() and port.isdigit():  # not "1²": str.isdigit accepts superscripts
+            attributes["server.address"] = hostname[:_MAX_HOST]
+            # Not "1²" (str.isdigit accepts superscripts), and a real port: an out-of-range
+            # integer cannot be encoded by OTLP (the exporter logs an error per span).
+            if port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) <= 65535:
                 attributes["server.port"] = int(port)
         elif server:
             attributes["server.address"] = server[0]
@@ -223,10 +242,10 @@ class ServerTelemetry:
                 self._sink.emit(
                     30 if status >= 500 else 20,
                     ACCESS_LOGGER,
-                    f"{method} {template or scope['path']} {status}",
+                    f"{method} {template or attributes['url.path']} {status}",
                     {
                         "http.request.method": method,
-                        "url.path": scope["path"],
+                        "url.path": attributes["url.path"],
                         "http.route": template,
                         "http.response.status_code": status,
                         "duration_ms": round(duration * 1000, 3),

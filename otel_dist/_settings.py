@@ -619,7 +619,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         if name in overrides:
             raw, source = overrides[name], f"{name}= argument"
             if not isinstance(raw, str):
-                values[name] = raw
+                try:
+                    values[name] = _typed(f, raw)
+                except (ValueError, TypeError):
+                    shown = "<redacted>" if meta["secret"] else repr(raw)
+                    raise ConfigError(f"{source}: invalid value {shown}; accepted: {meta['accepts']}") from None
                 continue
         else:
             source_env = next((e for e in meta["env"] if env.get(e, "").strip()), None)
@@ -634,6 +638,38 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     settings = Settings(**values)
     _check(settings)
     return settings
+
+
+def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
+    """A typed keyword override: the field's type, then the same parser as the environment (ranges, choices)."""
+    kind = str(f.type)
+    parse = f.metadata["parse"]
+    if value is None:
+        if kind.endswith("| None"):
+            return None
+        raise TypeError(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(value)
+        return value
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float)):
+            raise TypeError(value)
+        return parse(repr(value))
+    if kind.startswith("tuple["):
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(value)
+        items = tuple(tuple(v) if isinstance(v, (tuple, list)) else v for v in value)
+        if kind.startswith("tuple[tuple[str, str]"):
+            if not all(len(v) == 2 and all(isinstance(x, str) for x in v) for v in items):
+                raise TypeError(value)
+            return items
+        if not all(isinstance(v, str) for v in items):
+            raise TypeError(value)
+        return parse(",".join(map(str, items))) if items else ()
+    if kind.startswith("str"):
+        raise TypeError(value)  # a string would have been parsed like the environment
+    return value
 
 
 def _check(s: Settings) -> None:

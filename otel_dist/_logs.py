@@ -42,8 +42,21 @@ def _is_secret_key(key: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS)
 
 
+# Field names repeat (every access line has the same five): decide once per name.
+_secret_names: dict[str, bool] = {}
+
+
 def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (REDACTED if _is_secret_key(k) else v) for k, v in fields.items()}
+    out = {}
+    known = _secret_names
+    for key, value in fields.items():
+        secret = known.get(key)
+        if secret is None:
+            secret = _is_secret_key(key)
+            if len(known) < 4096:
+                known[key] = secret
+        out[key] = REDACTED if secret else value
+    return out
 
 
 def _otel_value(value: Any) -> Any:
@@ -92,7 +105,7 @@ class LogSink:
         if self.json_lines:
             line: dict[str, Any] = {
                 "timestamp": _iso(now),
-                "level": logging.getLevelName(levelno),
+                "level": _level_name(levelno),
                 "logger": logger_name,
                 "message": message,
             }
@@ -119,8 +132,11 @@ class LogSink:
             try:
                 self.otel_logger.emit(
                     timestamp=int(now * 1e9),
+                    # The span given explicitly (the access line is written after the
+                    # server span left the context): the record carries its trace ids too.
+                    context=trace.set_span_in_context(span) if span is not None else None,
                     severity_number=_SEVERITY.get(levelno, SeverityNumber.INFO),
-                    severity_text=logging.getLevelName(levelno),
+                    severity_text=_level_name(levelno),
                     body=message,
                     attributes=attributes,
                     exception=exception,
@@ -129,9 +145,25 @@ class LogSink:
                 pass
 
 
+_LEVEL_NAMES = {level: logging.getLevelName(level) for level in _SEVERITY}
+
+
+def _level_name(levelno: int) -> str:
+    name = _LEVEL_NAMES.get(levelno)
+    return name if name is not None else logging.getLevelName(levelno)
+
+
+_second: tuple[int, str] = (-1, "")  # (whole second, its formatted prefix): strftime once per second
+
+
 def _iso(ts: float) -> str:
+    global _second
     whole = int(ts)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((ts - whole) * 1e6):06d}Z"
+    second, prefix = _second  # one tuple: threads never see a second with another's prefix
+    if second != whole:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, prefix)
+    return f"{prefix}.{int((ts - whole) * 1e6):06d}Z"
 
 
 class JsonLogHandler(logging.Handler):

@@ -128,9 +128,10 @@ def _set_sdk_environment(settings: Settings) -> None:
     # SDK self-metrics: spans/logs processed and dropped (error.type=queue_full),
     # exports failed; they make dropped telemetry visible in /metrics.
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
-    # Stable HTTP semantic conventions (http.request.method, url.full, ...) in
-    # the contrib instrumentations, matching our server span.
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    # Stable HTTP and database semantic conventions (http.request.method, url.full,
+    # db.system.name, db.query.text, ...) in the contrib instrumentations, matching
+    # our server span and database metrics.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
 
 
 class Extras:

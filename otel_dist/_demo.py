@@ -721,7 +721,7 @@ class _Demo:
 def _short_name(span: SinkSpan) -> str:
     """SQLite statement spans are named "SELECT /full/path/orders.db": show the file name only."""
     verb, _, target = span.name.partition(" ")
-    return f"{verb} {Path(target).name}" if "db.system" in span.attributes and "/" in target else span.name
+    return f"{verb} {Path(target).name}" if "db.system.name" in span.attributes and "/" in target else span.name
 
 
 def _classify(outcomes: list[Outcome]) -> Counter[str]:

@@ -182,7 +182,7 @@ def test_one_gateway_request_is_one_trace_across_the_three_services(services):
     assert root in ancestors(servers[("auth", "GET /users/{user_id}")])
     # Database statements are CLIENT spans under the service's SERVER span.
     for service, server_name in [("orders", "GET /orders/{order_id}"), ("auth", "GET /users/{user_id}")]:
-        statements = [s for s in spans if s.service == service and s.attributes.get("db.system") == "sqlite"]
+        statements = [s for s in spans if s.service == service and s.attributes.get("db.system.name") == "sqlite"]
         selects = [s for s in statements if s.name.startswith("SELECT")]
         assert len(selects) == 1, [s.name for s in statements]  # traced once, whichever launch path
         assert all(servers[(service, server_name)] in ancestors(s) for s in statements)

@@ -65,7 +65,7 @@ def test_sessions_are_injected_and_statements_are_child_spans(telemetry, tmp_pat
     selects = [s for s in children if s.name.startswith("SELECT")]
     assert len(selects) == 1 and selects[0].kind is SpanKind.CLIENT
     assert selects[0].context.trace_id == server.context.trace_id
-    assert selects[0].attributes["db.system"] == "sqlite"
+    assert selects[0].attributes["db.system.name"] == "sqlite"
 
 
 def test_operation_duration_and_connection_count_metrics(telemetry, tmp_path):
@@ -111,7 +111,7 @@ async def test_ping_uses_a_fresh_connection_so_a_moved_file_is_noticed(telemetry
     finally:
         await database.close()
     # Probes are not traced: only the create_tables/select statements made spans.
-    assert all("SELECT 1" not in str(s.attributes.get("db.statement")) for s in telemetry.spans())
+    assert all("SELECT 1" not in str(s.attributes.get("db.query.text")) for s in telemetry.spans())
 
 
 def test_default_url_is_a_sqlite_file_named_after_the_service(tmp_path, monkeypatch):

@@ -4,13 +4,15 @@
     python -m benchmarks.serve otel-dist --port 8001      # configured by the OTEL_* / SERVICE_* env
     opentelemetry-instrument python -m benchmarks.serve upstream --port 8001   # in .venv-upstream
 
-The harness (``benchmarks.throughput``) starts these pinned to one core.
+The harness (``benchmarks.throughput``) starts these pinned to one core.  With
+``BENCH_PROFILE=file`` the event loop's thread runs under cProfile (stats dumped at exit).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 import uvicorn
@@ -53,7 +55,26 @@ def main() -> None:
         for handler in logging.getLogger().handlers:
             if handler not in access.handlers:
                 access.addHandler(handler)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    profile_to = os.environ.get("BENCH_PROFILE")
+    if not profile_to:
+        server.run()
+        return
+    # Profile evidence for RESULTS.md: the event loop thread's profile, dumped at shutdown.
+    import cProfile
+
+    profiler = cProfile.Profile()
+    original_shutdown = server.shutdown
+
+    async def shutdown(*args: Any, **kwargs: Any) -> None:
+        # Dump here: uvicorn re-raises SIGTERM after shutting down, so no `finally` would run.
+        await original_shutdown(*args, **kwargs)
+        profiler.disable()
+        profiler.dump_stats(profile_to)
+
+    server.shutdown = shutdown  # type: ignore[method-assign]
+    profiler.enable()
+    server.run()
 
 
 if __name__ == "__main__":

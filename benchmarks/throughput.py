@@ -439,7 +439,15 @@ def report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the servers and the sink started here are stopped."""
+    import signal as _signal
+
+    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def main(argv: list[str] | None = None) -> None:
+    _exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=10.0)

@@ -15,9 +15,12 @@ our tests) before and after each capture.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,7 +33,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from . import _bootstrap
 
-__all__ = ["TelemetryCapture", "capture_telemetry", "reset_telemetry"]
+__all__ = [
+    "TelemetryCapture",
+    "capture_telemetry",
+    "leaked_secrets",
+    "note_http_exchange",
+    "record_captured",
+    "register_secret",
+    "reset_telemetry",
+]
 
 
 class _TeeStream(io.StringIO):
@@ -94,7 +105,22 @@ class TelemetryCapture:
     def otel_logs(self) -> list[ReadableLogRecord]:
         return list(self._otel_logs.get_finished_logs())
 
+    def record(self) -> None:
+        """Hand everything captured so far to the secrets check (see ``leaked_secrets``)."""
+        try:
+            self.telemetry.tracer_provider.force_flush()
+            parts = [self._stream.getvalue()]
+            parts += [span.to_json(indent=None) for span in self._spans.get_finished_spans()]
+            parts += [log.to_json(indent=None) for log in self._otel_logs.get_finished_logs()]
+            data = self._reader.get_metrics_data()
+            if data is not None:
+                parts.append(data.to_json(indent=None))
+        except Exception as exc:  # noqa: BLE001 - recording must never fail the test itself
+            parts = [f"<capture not recorded: {exc!r}>"]
+        record_captured("capture_telemetry", "\n".join(parts))
+
     def clear(self) -> None:
+        self.record()
         self._spans.clear()
         self._otel_logs.clear()
         self._stream.seek(0)
@@ -141,9 +167,12 @@ def capture_telemetry(env: dict[str, str] | None = None, **overrides: Any) -> It
         log_stream=stream,
     )
     tel = _bootstrap._bootstrap(overrides, extras, env if env is not None else {})
+    register_settings_secrets(tel.settings)
+    capture = TelemetryCapture(tel, spans, reader, logs, stream)
     try:
-        yield TelemetryCapture(tel, spans, reader, logs, stream)
+        yield capture
     finally:
+        capture.record()
         reset_telemetry()
 
 
@@ -178,6 +207,108 @@ def serve_app(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
         sock.close()
 
 
+# ---------------------------------------------------------------- secrets check
+# Tests register the secrets they use (settings and Authorization values are registered
+# for them); capture_telemetry, ServerProcess and the suite's httpx hook record what was
+# captured: log lines, spans, metric points, process output, /metrics, error bodies.
+# tests/conftest.py fails the session if any registered secret, or any token-shaped
+# string, turns up in any of it.
+
+_SECRETS: set[str] = set()
+_CAPTURED: list[tuple[str, str]] = []
+MIN_SECRET_LENGTH = 8
+# Signed tokens (JWS compact form) are never acceptable in telemetry, whoever minted them.
+_TOKEN_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
+
+
+def register_secret(*values: str | None) -> None:
+    """Declare strings that must never appear in captured logs, spans, metrics or error bodies."""
+    for value in values:
+        if value and len(value) >= MIN_SECRET_LENGTH:
+            _SECRETS.add(value)
+
+
+def _register_value(value: Any) -> None:
+    from urllib.parse import urlsplit
+
+    if isinstance(value, tuple):  # key=value pairs (OTLP headers): the values are the secrets
+        for item in value:
+            _register_value(item[1] if isinstance(item, tuple) else item)
+    elif isinstance(value, str):
+        if "://" in value and "\n" not in value:  # a URL: only its password is secret
+            try:
+                register_secret(urlsplit(value).password)
+            except ValueError:
+                register_secret(value)
+        else:  # a secret, or a PEM key: each line of key material too
+            register_secret(value, *(line for line in value.splitlines() if not line.startswith("-----")))
+
+
+def register_settings_secrets(settings: Any) -> None:
+    """Register the value of every setting marked secret."""
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("secret"):
+            _register_value(getattr(settings, f.name))
+
+
+def register_env_secrets(env: Mapping[str, str]) -> None:
+    """Register the secret settings found in a process environment."""
+    from ._settings import Settings
+
+    for f in dataclasses.fields(Settings):
+        if not f.metadata["secret"]:
+            continue
+        for name in f.metadata["env"]:
+            raw = env.get(name, "").strip()
+            if raw:
+                try:
+                    _register_value(f.metadata["parse"](raw))
+                except (ValueError, TypeError):
+                    register_secret(raw)
+
+
+def record_captured(where: str, text: str) -> None:
+    """Keep `text` for the end-of-session secrets check; `where` says what it was."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    _CAPTURED.append((f"{test}: {where}" if test else where, text))
+
+
+def note_http_exchange(response: Any) -> None:
+    """Register the credential a request sent; record the body of an error response."""
+    request = response.request
+    for header in ("authorization", "proxy-authorization"):
+        value = request.headers.get(header)
+        if value:
+            register_secret(value, value.split(" ", 1)[-1].strip())
+    if response.status_code >= 400:
+        try:
+            body = response.text
+        except Exception:  # noqa: BLE001 - a streamed body that was not read: nothing to record
+            return
+        record_captured(f"error body of {request.method} {request.url}", body)
+
+
+def leaked_secrets(
+    secrets: Iterable[str] | None = None, captured: Iterable[tuple[str, str]] | None = None
+) -> list[str]:
+    """One line per leak found (the secret itself masked); default: everything registered and recorded."""
+    secrets = sorted(_SECRETS if secrets is None else secrets, key=len, reverse=True)
+    found = []
+    for where, text in _CAPTURED if captured is None else captured:
+        hits = [(text.find(s), s) for s in secrets]
+        hits += [(m.start(), m.group()) for m in _TOKEN_SHAPES.finditer(text)]
+        for at, secret in hits:
+            if at >= 0:
+                context = text[max(0, at - 60) : at + len(secret) + 60].replace(secret, "<SECRET>")
+                found.append(f"{where}: a secret ({len(secret)} chars) in ...{context!r}...")
+    return found
+
+
+def secrets_check_stats() -> tuple[int, int, int]:
+    """(secrets registered, captures recorded, characters recorded)."""
+    return len(_SECRETS), len(_CAPTURED), sum(len(text) for _, text in _CAPTURED)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     import socket
 
@@ -197,6 +328,7 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
+        register_env_secrets(env)
 
     def wait_ready(self, path: str = "/health", timeout: float = 30.0) -> None:
         import time
@@ -235,14 +367,28 @@ class ServerProcess:
         import subprocess
 
         if self.proc.poll() is None:
+            self._record_metrics()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            record_captured(f"process {' '.join(map(str, self.proc.args))}", self.output())  # type: ignore[arg-type]
         return int(self.proc.returncode)
+
+    def _record_metrics(self) -> None:
+        """The process's /metrics (labels included) for the secrets check, if it serves one."""
+        import httpx
+
+        try:
+            response = httpx.get(self.url + "/metrics", timeout=2.0)
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200:
+            record_captured(f"/metrics of {self.url}", response.text)
 
 
 @contextmanager

@@ -1,7 +1,9 @@
 import os
 
+import httpx
 import pytest
 
+from otel_dist import testing
 from otel_dist.testing import capture_telemetry
 
 
@@ -19,3 +21,52 @@ def require(condition: bool, what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"missing in CI: {what}")
     pytest.skip(f"missing: {what}")
+
+
+# ---- the secrets check across the whole suite (otel_dist/testing.py keeps the registry) ----
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _http_exchanges_for_the_secrets_check():
+    """Every credential the suite sends is a registered secret; every error body it receives is recorded."""
+    sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+
+    def send(self, request, **kwargs):
+        response = sync_send(self, request, **kwargs)
+        testing.note_http_exchange(response)
+        return response
+
+    async def asend(self, request, **kwargs):
+        response = await async_send(self, request, **kwargs)
+        testing.note_http_exchange(response)
+        return response
+
+    httpx.Client.send, httpx.AsyncClient.send = send, asend
+    yield
+    httpx.Client.send, httpx.AsyncClient.send = sync_send, async_send
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any registered secret (or a signed token) is in anything the suite captured."""
+    leaks = testing.leaked_secrets()
+    session.config.stash[_LEAKS] = leaks
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    leaks = config.stash.get(_LEAKS, None)
+    if leaks is None:
+        return
+    secrets, captures, chars = testing.secrets_check_stats()
+    terminalreporter.section("secrets check")
+    terminalreporter.line(
+        f"{secrets} registered secrets and signed-token shapes searched in {captures} captures "
+        f"({chars / 1e6:.1f} MB of log lines, spans, metric points, process output, error bodies)"
+    )
+    for leak in leaks[:50]:
+        terminalreporter.line(f"LEAK {leak}", red=True)
+    terminalreporter.line(f"{len(leaks)} leak(s)" if leaks else "no leak", red=bool(leaks), green=not leaks)
+
+
+_LEAKS = pytest.StashKey[list]()

@@ -1,0 +1,343 @@
+"""Run every benchmark and write ``benchmarks/RESULTS.md``.
+
+    python -m benchmarks.run --quick     # ~3 minutes: 1 throughput round of 4 s, short in-process runs
+    python -m benchmarks.run             # ~15 minutes: 5 alternating throughput rounds of 10 s, ...
+
+Each part runs in its own process (the in-process harness patches and builds
+telemetry that must not leak into the others).  The client-call and service-auth
+micro-benchmarks (``client_overhead.py``, ``auth_overhead.py``) are run when
+present and their tables are included as they print them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks import throughput
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+
+TARGETS = {
+    "full_vs_plain": 0.75,
+    "full_vs_upstream": 2.5,
+    "inprocess_added_us": 60.0,
+    "client_added_us": 40.0,
+    "scrape_ms": 10.0,
+    "down_vs_up": 0.95,
+    "shutdown_s": 5.0,
+}
+
+
+def _python_module(module: str, *args: str, pin: str | None = None, timeout: float = 1800) -> str:
+    cmd = [sys.executable, "-m", module, *args]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin, *cmd]
+    env = dict(os.environ, PYTHONPATH=str(throughput.import_dir()))
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(throughput.import_dir()), check=False
+    )
+    if done.returncode != 0:
+        return f"(failed with exit code {done.returncode})\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("fastapi", "starlette", "uvicorn", "opentelemetry-sdk", "opentelemetry-instrumentation"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "-"
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "wrk",
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
+    if value is None:
+        return "not measured"
+    ok = value >= target if higher_is_better else value <= target
+    return "**met**" if ok else "not met"
+
+
+def targets_table(tp: dict[str, Any], inproc: dict[str, Any], scrape: list[dict[str, Any]]) -> str:
+    sc = tp.get("scenarios", {})
+    full_ratio = sc.get("full", {}).get("ratio_plain")
+    full_up = tp.get("full_vs_upstream")
+    down_up = tp.get("down_vs_up")
+    shutdown = sc.get("down", {}).get("shutdown_s_max")
+    added = next((r["added_us"] for r in inproc.get("results", []) if r["name"] == "full"), None)
+    counter = next((r["median_ms"] for r in scrape if r["kind"] == "counter"), None)
+    hist = next((r["median_ms"] for r in scrape if r["kind"] == "histogram"), None)
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows = [
+        ("full stack throughput vs plain FastAPI", ">= 0.75x", f"{fmt(full_ratio, '.2f')}x",
+         _verdict(full_ratio, TARGETS["full_vs_plain"], True)),
+        ("full stack throughput vs upstream wrapper", ">= 2.5x", f"{fmt(full_up, '.2f')}x",
+         _verdict(full_up, TARGETS["full_vs_upstream"], True)),
+        ("added cost per request in-process (full)", "<= 60 µs", f"{fmt(added, '.0f')} µs",
+         _verdict(added, TARGETS["inprocess_added_us"], False)),
+        ("/metrics scrape, 1,000 counter series", "<= 10 ms", f"{fmt(counter, '.1f')} ms",
+         _verdict(counter, TARGETS["scrape_ms"], False)),
+        ("/metrics scrape, 1,000 histogram attribute sets", "(<= 10 ms)", f"{fmt(hist, '.1f')} ms",
+         _verdict(hist, TARGETS["scrape_ms"], False)),
+        ("OTLP endpoint down: throughput vs endpoint up", ">= 0.95x", f"{fmt(down_up, '.2f')}x",
+         _verdict(down_up, TARGETS["down_vs_up"], True)),
+        ("OTLP endpoint down: shutdown", "<= 5 s", f"{fmt(shutdown, '.2f')} s",
+         _verdict(shutdown, TARGETS["shutdown_s"], False)),
+    ]  # fmt: skip
+    lines = ["| target | goal | measured | |", "|---|---|---:|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines.append(
+        "| service client call over bare httpx | <= 40 µs | see the client section | measured by `client_overhead.py` |"
+    )
+    return "\n".join(lines)
+
+
+def write_results(
+    mode: str,
+    info: dict[str, str],
+    tp: dict[str, Any],
+    inproc: dict[str, Any],
+    scrape: list[dict[str, Any]],
+    extra: dict[str, str],
+    elapsed: float,
+    load_after: str,
+    profile: str,
+) -> str:
+    from benchmarks import scrape as scrape_mod
+
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Written by `python -m benchmarks.run{' --quick' if mode == 'quick' else ''}` "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed / 60:.0f} min.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {info['cpu']}; kernel {info['kernel']}; Python {info['python']}",
+        f"- {info['versions']}; {info['wrk']}; uvicorn without uvloop/httptools (asyncio + h11)",
+        f"- load average before / after: {info['load_before']} / {load_after} "
+        "(other work on the machine makes single runs noisy: compare ratios within this file, not absolutes)",
+        "",
+        "## Targets (issue 7)",
+        "",
+        targets_table(tp, inproc, scrape),
+        "",
+        "## Throughput (wrk over loopback)",
+        "",
+        "uvicorn, 1 worker, pinned to core 0; `wrk -t1 -c32` pinned to core 1 against `GET /hello/world`; "
+        f"{tp.get('rounds', '?')} rounds of {tp.get('duration', '?')} s after a {tp.get('warmup', '?')} s warm-up, "
+        "scenario order rotated each round, every server started afresh; medians. Each scenario's exports are "
+        "checked at the local OTLP sink (`benchmarks/otlp_sink.py`, on core 1).",
+        "",
+        throughput.report(tp),
+        "",
+        *[f"- **{s['label']}**: {s['doc']}" for s in tp.get("scenarios", {}).values()],
+        "",
+        "Exported to the sink during the last run of each scenario (requests, bytes): "
+        + "; ".join(f"{s['label']}: {s['exported']}" for s in tp.get("scenarios", {}).values()),
+        "",
+        "## In-process cost per request, per component",
+        "",
+        "`python -m benchmarks.inprocess`: the app driven directly through ASGI (no server, no network); "
+        "otel-dist built exactly as `bootstrap()` + `instrument_app()` build it with a collector configured "
+        "(OTLP traces, logs, metrics + Prometheus), the exporters' HTTP transport replaced by a null one so the "
+        "encoding still runs. CPU time of the whole process (export threads included), "
+        f"{inproc.get('rounds', '?')} interleaved rounds of {inproc.get('requests', '?')} requests; medians. "
+        "Components: `full` minus the variant with that component switched off.",
+        "",
+        inproc.get("table", "(not run)"),
+        "",
+        "Function calls per request on the request path (`--calls`, deterministic; the CI guard's measure): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in inproc.get("calls", {}).items()),
+        "",
+        "## /metrics scrape",
+        "",
+        (scrape_mod.__doc__ or "").split("\n\n")[1].replace("\n", " "),
+        "",
+        scrape_mod.report(scrape) if scrape else "(not run)",
+        "",
+    ]
+    if extra.get("client"):
+        parts += [
+            "## Service client call (`benchmarks/client_overhead.py`)",
+            "",
+            "```",
+            extra["client"].strip(),
+            "```",
+            "",
+        ]
+    if extra.get("auth"):
+        parts += [
+            "## Service-token verification (`benchmarks/auth_overhead.py`)",
+            "",
+            "```",
+            extra["auth"].strip(),
+            "```",
+            "",
+        ]
+    if profile:
+        parts += [
+            "## Where the remaining cost is (profile)",
+            "",
+            "cProfile of the event-loop thread of the `otel-dist full` server under the same wrk load "
+            "(`BENCH_PROFILE=file python -m benchmarks.serve otel-dist`), top functions by own time; "
+            "profiling slows everything, so read the shares, not the absolute times:",
+            "",
+            "```",
+            profile.strip(),
+            "```",
+            "",
+        ]
+    text = "\n".join(parts)
+    RESULTS.write_text(text)
+    return text
+
+
+def profile_full_server(duration: float) -> str:
+    """Profile the otel-dist full scenario's event loop under wrk; the top of the profile as text."""
+    import io
+    import pstats
+    import signal
+
+    has_auth = throughput.auth_support.available()
+    scenario = throughput.scenarios(has_auth)["full"]
+    headers = [f"Authorization: Bearer {throughput.auth_support.token()}"] if has_auth else []
+    out = Path(tempfile.gettempdir()) / "otel-dist-bench-profile.out"
+    with throughput.sink_server() as sink_port:
+        port = throughput.free_port()
+        env = dict(scenario.env(sink_port, throughput.free_port()), BENCH_PROFILE=str(out))
+        proc = subprocess.Popen(
+            ["taskset", "-c", throughput.SERVER_CPU, *scenario.command(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=str(throughput.import_dir()),
+        )
+        try:
+            throughput.wait_ready(port, proc)
+            throughput.wrk(port, duration, headers)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if not out.exists():
+        return ""
+    buffer = io.StringIO()
+    stats = pstats.Stats(str(out), stream=buffer)
+    stats.sort_stats("tottime").print_stats(25)
+    out.unlink()
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join(line.replace(str(Path(sys.prefix)), "<venv>") for line in lines[start:])
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the servers and the sink started here are stopped."""
+    import signal as _signal
+
+    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def main(argv: list[str] | None = None) -> None:
+    _exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, for development")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    started = time.monotonic()
+    info = machine()
+    tp_args = (1, 4.0, 1.0) if quick else (5, 10.0, 2.0)
+    ip_args = ("--rounds", "3", "--requests", "500") if quick else ("--rounds", "9", "--requests", "2000")
+
+    print("== in-process (per component)", file=sys.stderr, flush=True)
+    inproc = _json_of("benchmarks.inprocess", *ip_args)
+    inproc["rounds"], inproc["requests"] = ip_args[1], ip_args[3]
+    calls_text = _python_module("benchmarks.inprocess", "--calls", "--no-components", pin=throughput.SERVER_CPU)
+    inproc["calls"] = {
+        line.rsplit(None, 2)[0].strip(): float(line.rsplit(None, 2)[1])
+        for line in calls_text.splitlines()
+        if line.endswith("calls/request")
+    }
+
+    print("== /metrics scrape", file=sys.stderr, flush=True)
+    scrape = _json_of("benchmarks.scrape", "--scrapes", "10" if quick else "30") or []
+
+    extra: dict[str, str] = {}
+    if (HERE / "client_overhead.py").exists():
+        print("== service client (client_overhead.py)", file=sys.stderr, flush=True)
+        client_args = ("--rounds", "5", "--calls", "200") if quick else ()
+        extra["client"] = _python_module("benchmarks.client_overhead", *client_args)
+    if (HERE / "auth_overhead.py").exists():
+        print("== service auth (auth_overhead.py)", file=sys.stderr, flush=True)
+        auth_args = ("--n", "5000", "--repeat", "3") if quick else ()
+        extra["auth"] = _python_module("benchmarks.auth_overhead", *auth_args, pin=throughput.SERVER_CPU)
+
+    print("== throughput (wrk)", file=sys.stderr, flush=True)
+    rounds, duration, warmup = tp_args
+    tp = throughput.run(rounds, duration, warmup)
+    tp.update(rounds=rounds, duration=duration, warmup=warmup)
+
+    print("== profile of the full scenario", file=sys.stderr, flush=True)
+    profile = profile_full_server(4.0 if quick else 8.0)
+
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    elapsed = time.monotonic() - started
+    if args.no_write:
+        print(targets_table(tp, inproc, scrape))
+        print(throughput.report(tp))
+        print(inproc.get("table", ""))
+        return
+    write_results("quick" if quick else "full", info, tp, inproc, scrape, extra, elapsed, load_after, profile)
+    print(targets_table(tp, inproc, scrape))
+    print(f"\nwrote {RESULTS}")
+
+
+def _json_of(module: str, *args: str) -> Any:
+    """Run a benchmark module pinned to the server core with ``--json``; its figures (or {} on failure)."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        path = Path(fh.name)
+    try:
+        out = _python_module(module, *args, "--json", str(path), pin=throughput.SERVER_CPU)
+        print(out, file=sys.stderr)
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    finally:
+        path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,8 +50,8 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
         assert mixed.statuses == {200: 2 * PER_SERVICE} and not mixed.errors, mixed.summary()
         rss_after = rss_kib(down.proc.pid)
         time.sleep(0.3)
-        lines = down.json_lines()  # one span per access line; one OTel log record per JSON line
         metrics = httpx.get(down.url + "/metrics").text
+        lines = down.json_lines()  # one span per access line; one OTel log record per JSON line
         served = sum(e.get("logger") == "otel_dist.access" for e in lines)
         spans, logs = sdk_accounting(metrics, "span", served), sdk_accounting(metrics, "log", len(lines))
         up.stop()
@@ -76,8 +76,10 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
     for counts in (spans, logs):
         assert counts["dropped"] > 0  # the overflow is visible as a metric, not silent
         assert 0 <= counts["queued"] <= QUEUE  # bounded
-        # Every item is accounted for: handed to the exporter, dropped, or still queued.
-        assert counts["submitted"] + counts["dropped"] + counts["queued"] == counts["created"]
+    # Every item is accounted for: handed to the exporter, dropped, or still queued. (The SDK
+    # writes its own export-failure lines meanwhile, so the log count may be a few ahead.)
+    assert spans["submitted"] + spans["dropped"] + spans["queued"] == spans["created"]
+    assert 0 <= logs["created"] - (logs["submitted"] + logs["dropped"] + logs["queued"]) <= 8
     assert spans["export_failed"] > 0  # and the failed exports are counted too
     # 1,200 requests with the backend gone: memory stays flat (bounded queues). Measured growth
     # is 1-7 MiB (allocator steps); keeping the dropped spans and log records would add more.

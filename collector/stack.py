@@ -88,6 +88,8 @@ class Stack:
     started_at: float = field(default_factory=time.time)
     owns_data_dir: bool = True
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False, compare=False)
+    # How start_stack launched the collector, for restart_collector (not in the state file).
+    _collector_launch: tuple[list[str], dict[str, str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def sink_dir(self) -> Path:
@@ -181,12 +183,11 @@ def start_stack(
         )
         _wait_http(stack, "sink", stack.urls["sink"] + "/healthz", timeout)
 
-        _spawn(
-            stack,
-            "collector",
+        stack._collector_launch = (
             [str(collector), f"--config={COLLECTOR_CONFIG}"],
-            env={**collector_env(chosen), **(env or {})},
+            {**collector_env(chosen), **(env or {})},
         )
+        _spawn(stack, "collector", *stack._collector_launch)
         _wait_http(stack, "collector", stack.urls["health"], timeout)
 
         _spawn(
@@ -208,6 +209,32 @@ def start_stack(
         stack.stop(keep_data=True)  # keep logs for the error message / post-mortem
         raise
     return stack
+
+
+def restart_collector(stack: Stack, *, down_for: float = 0.0, kill: bool = False, timeout: float = 60.0) -> None:
+    """Stop only the collector, wait ``down_for`` seconds, start it again on the same ports
+    and env, and return once its health endpoint answers (tests: a collector outage).
+
+    ``kill`` sends SIGKILL (a crash: nothing is flushed) instead of SIGTERM. Only for a
+    stack returned by start_stack in this process. The state file gets the new pid."""
+    if stack._collector_launch is None:
+        raise StackError("restart_collector needs the Stack returned by start_stack in this process")
+    pid = stack.pids["collector"]
+    proc = stack._procs.get("collector")
+    if kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        if proc is not None:
+            proc.wait(timeout=10)
+    else:
+        _terminate("collector", pid, proc, 10.0)
+    time.sleep(down_for)
+    _spawn(stack, "collector", *stack._collector_launch)
+    _wait_http(stack, "collector", stack.urls["health"], timeout)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        state = Path(stack.state_file)
+        if json.loads(state.read_text()).get("pids", {}).get("collector") == pid:
+            state.write_text(json.dumps(stack.to_json(), indent=2) + "\n")
 
 
 def stack_status(state_file: str | Path = STATE_FILE) -> Stack | None:

@@ -229,15 +229,17 @@ class ServerTelemetry:
                 end_attrs["error.type"] = error_type
             span.set_attributes(end_attrs)
             span.end()
-            otel_context.detach(token)
-            self._active.leave(active)
             key = (method, scheme, template, status, error_type)
             metric_attrs = self._attr_cache.get(key)
             if metric_attrs is None:
                 metric_attrs = {"http.request.method": method, "url.scheme": scheme, **end_attrs}
                 if len(self._attr_cache) < 4096:
                     self._attr_cache[key] = metric_attrs
+            # Recorded while the request's span is still current: that is what gives the
+            # histogram its trace_id/span_id exemplar.
             self._duration.record(duration, metric_attrs)
+            otel_context.detach(token)
+            self._active.leave(active)
             if self._access_log:
                 self._sink.emit(
                     30 if status >= 500 else 20,

@@ -194,3 +194,11 @@ def test_unsampled_requests_still_count_in_metrics(sampler):
         time.sleep(0.01)
         assert server_spans(cap) == []
         assert cap.metric_value("http.server.request.duration", http__route="/hello/{name}") == 1
+
+
+def test_duration_histogram_carries_the_request_span_as_exemplar(telemetry):
+    with serve_app(build_app()) as base:
+        get(f"{base}/hello/ada")
+    (span,) = server_spans(telemetry)
+    ((_, point),) = telemetry.metric_points("http.server.request.duration")
+    assert [(e.trace_id, e.span_id) for e in point.exemplars] == [(span.context.trace_id, span.context.span_id)]

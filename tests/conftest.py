@@ -1,4 +1,5 @@
 import os
+import time
 
 import httpx
 import pytest
@@ -48,8 +49,10 @@ def _http_exchanges_for_the_secrets_check():
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if any registered secret (or a signed token) is in anything the suite captured."""
+    started = time.perf_counter()
     leaks = testing.leaked_secrets()
     session.config.stash[_LEAKS] = leaks
+    session.config.stash[_SCAN_SECONDS] = time.perf_counter() - started
     if leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -62,7 +65,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section("secrets check")
     terminalreporter.line(
         f"{secrets} registered secrets and signed-token shapes searched in {captures} captures "
-        f"({chars / 1e6:.1f} MB of log lines, spans, metric points, process output, error bodies)"
+        f"({chars / 1e6:.1f} MB of log lines, spans, metric points, process output, error bodies) "
+        f"in {config.stash.get(_SCAN_SECONDS, 0.0):.1f} s"
     )
     for leak in leaks[:50]:
         terminalreporter.line(f"LEAK {leak}", red=True)
@@ -70,3 +74,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 _LEAKS = pytest.StashKey[list]()
+_SCAN_SECONDS = pytest.StashKey[float]()

@@ -4,13 +4,17 @@
 
 Rows:
 
-- ``verify ... cold``: a token never seen before (cache miss: strict parse,
-  signature, claims, cache insert); one fresh token per call;
-- ``verify ... cached``: the same token again (digest + LRU lookup + checks);
+- ``verify ... cold``: a token never seen before (cache miss: PyJWT's
+  ``get_unverified_header`` and ``jwt.decode``, plus for public keys an
+  unverified read of ``iss``; the contract's own checks; cache insert); one
+  fresh token per call;
+- ``verify ... cached``: the same token again (digest + LRU lookup + checks;
+  PyJWT is not called);
 - ``middleware ...``: the whole ASGI layer around a no-op app, inside a
   recording server span, with a real SDK meter: header scan, exempt check,
   verification, span attributes, outcome tally, scope/state;
-- ``jwt.decode`` rows: PyJWT's one-call API doing the same checks, for scale.
+- ``jwt.decode`` rows: one bare ``jwt.decode`` with the same required claims
+  and strict audience, for scale: the floor under the cold rows.
 
 Each row is the median of ``--repeat`` runs; the machine is shared, so read
 the numbers as orders of magnitude, and compare rows of one run.

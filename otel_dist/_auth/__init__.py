@@ -1,8 +1,8 @@
 """Service-to-service auth: short-lived JWTs minted per audience, verified on every request.
 
-- ``_keys``: secrets and key pairs parsed once, JWK/JWKS documents, RFC 7638 kids;
+- ``_keys``: secrets and key pairs parsed once, JWK/JWKS documents (PyJWT's ``PyJWK``), RFC 7638 kids;
 - ``_jwks``: which issuers' public keys are trusted, fetched and refreshed (bounded);
-- ``_verify``: strict parsing, signature and claim checks, the verified-token cache;
+- ``_verify``: PyJWT's header read and ``jwt.decode``, the contract's own checks, the verified-token cache;
 - ``_tokens``: minting and the ``httpx.Auth`` for clients;
 - ``_middleware``: the pure ASGI layer inside the server span;
 - ``_fastapi``: what ``instrument_app`` installs, and the ``calling_service`` dependency.

@@ -1,17 +1,23 @@
 """Keys, parsed once: HMAC secrets, PEM private/public keys, JWK(S) documents.
 
-Everything here runs at start-up or when a JWKS document is (re)loaded, never
-per request: the verifier only calls ``VerificationKey.verify`` with a key
-object PyJWT has already prepared.
+The libraries do the parsing: ``cryptography`` loads PEM, PyJWT's ``PyJWK``
+turns a JWK into a key object and its ``Algorithm.to_jwk`` writes one, and
+PyJWT's HMAC ``prepare_key`` refuses key material used as a secret.  What this
+module adds is policy: a JWKS document yields only public Ed25519 (EdDSA) and
+P-256 (ES256) signing keys, private members are dropped before PyJWT sees a
+JWK, at most 16 keys are taken, and ``oct``/RSA keys are ignored.
 
 Key ids (``kid``) are derived, never configured: the RFC 7638 thumbprint of the
-public JWK for asymmetric keys, and a short domain-separated SHA-256 prefix for
-an HMAC secret, so a rotation needs no coordination beyond the keys themselves.
+public JWK for asymmetric keys (PyJWT has no thumbprint helper, so it is the
+few lines below), and a short domain-separated SHA-256 prefix for an HMAC
+secret, so a rotation needs no coordination beyond the keys themselves.
+
+Everything here runs at start-up or when a JWKS document is (re)loaded, never
+per request.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -21,8 +27,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt import PyJWK
 from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import InvalidKeyError
+from jwt.exceptions import InvalidKeyError, PyJWTError
+from jwt.utils import base64url_encode
 
 from .._settings import ConfigError
 
@@ -45,10 +53,7 @@ MAX_KID_LENGTH = 128
 MAX_JWKS_KEYS = 16
 _ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_PUBLIC_MEMBERS = ("kty", "crv", "x", "y")  # of an OKP or EC JWK; never "d"
 
 
 def algorithm(name: str) -> Algorithm:
@@ -58,14 +63,11 @@ def algorithm(name: str) -> Algorithm:
 
 @dataclass(frozen=True, slots=True)
 class VerificationKey:
-    """A key ready for the hot path: `key` is what PyJWT's ``Algorithm.verify`` takes."""
+    """A key ready for ``jwt.decode``: the HMAC secret (bytes) or a ``cryptography`` public key object."""
 
     kid: str
     alg: str
     key: Any
-
-    def verify(self, signing_input: bytes, signature: bytes) -> bool:
-        return bool(_ALGORITHMS[self.alg].verify(signing_input, self.key, signature))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +168,8 @@ def load_public_keys(pem_text: str, *, setting: str = "SERVICE_JWT_PUBLISHED_KEY
 
 
 def public_jwk(public: Any, alg: str, *, with_kid: bool = True) -> dict[str, Any]:
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        jwk: dict[str, Any] = {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
-    else:
-        numbers = public.public_numbers()
-        jwk = {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _b64url(numbers.x.to_bytes(32, "big")),
-            "y": _b64url(numbers.y.to_bytes(32, "big")),
-        }
+    """The public JWK of a key (PyJWT's ``to_jwk``; only the public members, even for a private key)."""
+    jwk = {k: v for k, v in algorithm(alg).to_jwk(public, as_dict=True).items() if k in _PUBLIC_MEMBERS}
     if with_kid:
         jwk.update(kid=jwk_thumbprint(jwk), alg=alg, use="sig")
     return jwk
@@ -186,7 +179,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638: SHA-256 over the required members, sorted, without whitespace."""
     required = ("crv", "kty", "x") if jwk["kty"] == "OKP" else ("crv", "kty", "x", "y")
     canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return _b64url(hashlib.sha256(canonical.encode()).digest())
+    return base64url_encode(hashlib.sha256(canonical.encode()).digest()).decode("ascii")
 
 
 def jwks_document(keys: Iterable[VerificationKey]) -> dict[str, Any]:
@@ -221,21 +214,17 @@ def _parse_jwk(jwk: Any) -> VerificationKey | None:
     if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
         return None
     kty, crv = jwk.get("kty"), jwk.get("crv")
-    try:
-        public: Any
-        if kty == "OKP" and crv == "Ed25519":
-            alg = "EdDSA"
-            public = ed25519.Ed25519PublicKey.from_public_bytes(_b64decode(jwk["x"], 32))
-        elif kty == "EC" and crv == "P-256":
-            alg = "ES256"
-            x = int.from_bytes(_b64decode(jwk["x"], 32), "big")
-            y = int.from_bytes(_b64decode(jwk["y"], 32), "big")
-            public = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-        else:
-            return None
-    except (KeyError, TypeError, ValueError):
-        return None
+    if kty == "OKP" and crv == "Ed25519":
+        alg = "EdDSA"
+    elif kty == "EC" and crv == "P-256":
+        alg = "ES256"
+    else:
+        return None  # oct (a shared secret has no business in a published set), RSA, other curves
     if jwk.get("alg", alg) != alg:
+        return None
+    try:
+        public = PyJWK.from_dict({k: jwk[k] for k in _PUBLIC_MEMBERS if k in jwk}, algorithm=alg).key
+    except (PyJWTError, TypeError, ValueError):
         return None
     kid = jwk.get("kid")
     if kid is None:
@@ -243,12 +232,3 @@ def _parse_jwk(jwk: Any) -> VerificationKey | None:
     if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
         return None
     return VerificationKey(kid, alg, public)
-
-
-def _b64decode(value: Any, length: int) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    if len(raw) != length:
-        raise ValueError("wrong length")
-    return raw

@@ -1,36 +1,46 @@
-"""Verification of service tokens: strict parsing, signature, claims, and a cache.
+"""Verification of service tokens: PyJWT's decode, the contract's own checks, and a cache.
 
 The token contract (README, "Service-to-service auth"):
 
 - header ``alg`` in the allow-list, optional ``kid`` (a string of at most 128
-  characters); ``crit`` is refused; ``jwk``/``jku``/``x5u``/``x5c`` are ignored;
+  characters); ``crit`` and ``b64: false`` are refused; ``jwk``, ``jku``,
+  ``x5u``, ``x5c`` are ignored;
 - claims ``iss`` = ``sub`` = the caller's service name, ``aud`` = this
   service's name (one string), ``iat``, ``exp``, ``jti``; all required;
   ``nbf`` optional; ``exp - iat`` at most 24 h;
 - sent as ``Authorization: Bearer <token>``, at most 8 KiB.
 
-Why not ``jwt.decode``: PyJWT re-prepares the key on every call (for HMAC that
-means PEM/DER/JSON sniffing of the secret) and folds many failures into one
-exception type.  Here keys are prepared once (PyJWT's own ``Algorithm``
-objects do the signature maths) and every rejection has a precise,
-low-cardinality reason.  Verified tokens are cached by a BLAKE2b digest of the
-token (the token itself is never kept) until their ``exp``.
+PyJWT does the parsing and the standard checks: ``jwt.get_unverified_header``
+(segments, base64url, JSON, ``kid`` a string, ``crit`` syntax), then
+``jwt.decode`` with the candidate key and only the algorithm allowed for it
+(for an HMAC secret, the allowed HS* algorithms): signature, required claims,
+``aud`` as one string equal to ours, ``sub`` and ``jti`` strings and, for
+public keys, ``iss`` = the key's issuer.  Its exception classes map onto the
+low-cardinality reasons below.  What this module adds: the size and padding
+pre-checks, the algorithm allow-list and key choice before any key is used,
+``iss`` = ``sub``, claim types and bounds, the lifetime cap, and the time
+checks (``exp``/``iat``/``nbf`` against the verifier's clock: PyJWT reads
+``datetime.now()`` itself and has no clock parameter).
+
+Verified tokens are cached by a BLAKE2b digest of the token (the token itself
+is never kept) until their ``exp``; a cache hit never calls PyJWT.
 """
 
 from __future__ import annotations
 
-import binascii
 import hashlib
-import json
 import time
-from base64 import urlsafe_b64decode
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+from jwt.types import Options
+
 from ._jwks import TrustStore
-from ._keys import ASYMMETRIC, MAX_KID_LENGTH, SYMMETRIC, VerificationKey, algorithm
+from ._keys import ASYMMETRIC, MAX_KID_LENGTH, SYMMETRIC, VerificationKey
 
 __all__ = ["AuthFailure", "KeysNeeded", "ServiceIdentity", "TokenVerifier", "VerifiedTokenCache"]
 
@@ -38,7 +48,6 @@ MAX_TOKEN_BYTES = 8192
 MAX_LIFETIME = 86400
 MAX_NAME_LENGTH = 255
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "iat", "exp", "jti")
-_B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 # Reasons (the value of otel_dist.auth.reason); result "failure" -> 401, "denied" -> 403.
 MISSING = "missing"
@@ -165,24 +174,35 @@ class VerifiedTokenCache:
         self._entries.clear()
 
 
-def _segment(data: bytes) -> bytes:
-    """Strict base64url (no padding, URL-safe alphabet only) or ValueError."""
-    if len(data) % 4 == 1 or data.translate(None, _B64URL):  # anything left is outside the alphabet
-        raise ValueError("bad base64url")
-    try:
-        return urlsafe_b64decode(data + b"=" * (-len(data) % 4))
-    except binascii.Error:
-        raise ValueError("bad base64url") from None
+_DECODE_OPTIONS: Options = {
+    "require": list(REQUIRED_CLAIMS),
+    "strict_aud": True,  # aud is one string equal to ours: a list never matches
+    # Checked in _check_claims against the verifier's clock instead: PyJWT reads datetime.now() (no clock
+    # parameter, jpadilla/pyjwt#921) and int()s the value, so "exp": "1800000000" would pass its check.
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+}
+
+# PyJWT's exception classes -> reasons; first match wins (InvalidSignatureError is a DecodeError).
+_REASON_OF_ERROR: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.InvalidSignatureError, BAD_SIGNATURE),
+    (jwt.DecodeError, MALFORMED),  # segments, base64url, JSON
+    (jwt.InvalidAlgorithmError, ALG_NOT_ALLOWED),
+    (jwt.MissingRequiredClaimError, MISSING_CLAIM),
+    (jwt.InvalidAudienceError, WRONG_AUDIENCE),
+    (jwt.InvalidIssuerError, WRONG_ISSUER),
+    (jwt.ExpiredSignatureError, EXPIRED),
+    (jwt.ImmatureSignatureError, NOT_YET_VALID),
+    (jwt.InvalidIssuedAtError, INVALID_CLAIM),  # iat not a number
+    (InvalidSubjectError, INVALID_CLAIM),  # sub not a string
+    (InvalidJTIError, INVALID_CLAIM),  # jti not a string
+    (jwt.InvalidTokenError, MALFORMED),  # the rest: kid not a string, a bad crit or b64 header
+)
 
 
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(_segment(data))
-    except (ValueError, RecursionError):
-        raise AuthFailure(MALFORMED) from None
-    if not isinstance(value, dict):
-        raise AuthFailure(MALFORMED)
-    return value
+def _reason(error: jwt.InvalidTokenError) -> str:
+    return next(reason for cls, reason in _REASON_OF_ERROR if isinstance(error, cls))
 
 
 def _is_number(value: object) -> bool:
@@ -215,6 +235,7 @@ class TokenVerifier:
         unknown = self.algorithms - SYMMETRIC - ASYMMETRIC
         if unknown:
             raise ValueError(f"unsupported algorithms {sorted(unknown)}")
+        self._hmac_algorithms = sorted(self.algorithms & SYMMETRIC)  # a secret serves every allowed HS*
         self._secrets = list(secrets)  # current first
         self._secrets_by_kid = {key.kid: key for key in self._secrets}
         self.trust = trust if trust is not None else TrustStore()
@@ -261,34 +282,62 @@ class TokenVerifier:
     # ------------------------------------------------------------ cold path
 
     def _verify_token(self, token: bytes, now: float, fetch: bool) -> ServiceIdentity:
-        if token.count(b".") != 2:
-            raise AuthFailure(MALFORMED)
-        header_b64, payload_b64, signature_b64 = token.split(b".")
-        header = _json_object(header_b64)
+        if b"=" in token:
+            raise AuthFailure(MALFORMED)  # RFC 7515 base64url has no padding (PyJWT tolerates it)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as error:
+            raise AuthFailure(_reason(error)) from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthFailure(ALG_NOT_ALLOWED)
-        kid = header.get("kid")
-        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
+        kid = header.get("kid")  # PyJWT checked it is a string
+        if kid is not None and (not kid or len(kid) > MAX_KID_LENGTH):
             raise AuthFailure(MALFORMED)
         if "crit" in header:
-            raise AuthFailure(MALFORMED)  # no extension is understood, so none may be critical
-        claims = _json_object(payload_b64)
-        try:
-            signature = _segment(signature_b64)
-        except ValueError:
-            raise AuthFailure(MALFORMED) from None
-        signing_input = token[: len(header_b64) + 1 + len(payload_b64)]
+            raise AuthFailure(MALFORMED)  # PyJWT accepts crit=["b64"]; here no extension is understood
 
+        issuer: str | None = None
         if alg in SYMMETRIC:
-            candidates = self._hmac_candidates(kid)
-            if not any(algorithm(alg).verify(signing_input, key.key, signature) for key in candidates):
-                raise AuthFailure(BAD_SIGNATURE)
+            candidates, algorithms = self._hmac_candidates(kid), self._hmac_algorithms
         else:
-            candidates = self._public_candidates(claims, kid, alg, fetch)
-            if not any(key.verify(signing_input, signature) for key in candidates):
-                raise AuthFailure(BAD_SIGNATURE)
+            issuer = self._unverified_issuer(token)
+            candidates, algorithms = self._public_candidates(issuer, kid, alg, fetch), [alg]
+        claims = self._decode(token, candidates, algorithms, issuer)
         return self._check_claims(claims, now, kid, alg)
+
+    def _decode(
+        self, token: bytes, candidates: list[VerificationKey], algorithms: Sequence[str], issuer: str | None
+    ) -> dict[str, Any]:
+        """PyJWT's signature and claim checks with each candidate key in turn (one, unless the token has no kid)."""
+        for key in candidates:
+            try:
+                return jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=algorithms,
+                    audience=self.audience,
+                    issuer=issuer,
+                    options=_DECODE_OPTIONS,
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.InvalidTokenError as error:
+                raise AuthFailure(_reason(error)) from None
+        raise AuthFailure(BAD_SIGNATURE)
+
+    @staticmethod
+    def _unverified_issuer(token: bytes) -> str:
+        """The ``iss`` claim before verification: it only picks the trust set, and PyJWT checks it after."""
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError as error:
+            raise AuthFailure(_reason(error)) from None
+        if issuer is None:
+            raise AuthFailure(MISSING_CLAIM)
+        if not isinstance(issuer, str):
+            raise AuthFailure(INVALID_CLAIM)
+        return issuer
 
     def _hmac_candidates(self, kid: str | None) -> list[VerificationKey]:
         if kid is None:
@@ -298,14 +347,7 @@ class TokenVerifier:
             raise AuthFailure(UNKNOWN_KID)
         return [key]
 
-    def _public_candidates(
-        self, claims: dict[str, Any], kid: str | None, alg: str, fetch: bool
-    ) -> list[VerificationKey]:
-        issuer = claims.get("iss")
-        if issuer is None:
-            raise AuthFailure(MISSING_CLAIM)
-        if not isinstance(issuer, str):
-            raise AuthFailure(INVALID_CLAIM)
+    def _public_candidates(self, issuer: str, kid: str | None, alg: str, fetch: bool) -> list[VerificationKey]:
         state = self.trust.issuer(issuer)
         if state is None:
             raise AuthFailure(WRONG_ISSUER)  # no keys are trusted for this issuer
@@ -329,21 +371,15 @@ class TokenVerifier:
         return candidates
 
     def _check_claims(self, claims: dict[str, Any], now: float, kid: str | None, alg: str) -> ServiceIdentity:
-        for name in REQUIRED_CLAIMS:
-            if claims.get(name) is None:
-                raise AuthFailure(MISSING_CLAIM)
+        """What PyJWT does not check: types and bounds, iss = sub, time against our clock, lifetime."""
         iss, sub, aud, jti = claims["iss"], claims["sub"], claims["aud"], claims["jti"]
         iat, exp, nbf = claims["iat"], claims["exp"], claims.get("nbf")
-        if not (isinstance(iss, str) and isinstance(sub, str) and isinstance(jti, str)):
-            raise AuthFailure(INVALID_CLAIM)
-        if not sub or len(sub) > MAX_NAME_LENGTH or len(jti) > MAX_NAME_LENGTH:
-            raise AuthFailure(INVALID_CLAIM)
+        if not isinstance(iss, str) or not sub or len(sub) > MAX_NAME_LENGTH or len(jti) > MAX_NAME_LENGTH:
+            raise AuthFailure(INVALID_CLAIM)  # sub, jti and aud: strings, checked by PyJWT
         if not (_is_number(iat) and _is_number(exp)) or (nbf is not None and not _is_number(nbf)):
             raise AuthFailure(INVALID_CLAIM)
         if iss != sub:
             raise AuthFailure(WRONG_ISSUER)
-        if aud != self.audience:  # one string; a list never matches
-            raise AuthFailure(WRONG_AUDIENCE)
         if exp <= now - self.leeway:
             raise AuthFailure(EXPIRED)
         if iat > now + self.leeway or (nbf is not None and nbf > now + self.leeway):

@@ -226,7 +226,8 @@ CASES: list[tuple[str, Any, str]] = [
     ),
     ("non-JSON header", lambda: f"Bearer {b64('not json')}.{b64('{}')}.AAAA", "malformed"),
     ("header is a list", lambda: f"Bearer {_with_header([])}", "malformed"),  # type: ignore[arg-type]
-    ("non-JSON payload", lambda: f"Bearer {b64(json.dumps({'alg': 'HS256'}))}.{b64('x')}.AAAA", "malformed"),
+    # Correctly signed: PyJWT checks the signature before it parses the payload.
+    ("non-JSON payload", lambda: f"Bearer {raw_token({'alg': 'HS256'}, 'x')}", "malformed"),
     ("alg none", lambda: f"Bearer {_alg_none()}", "alg_not_allowed"),
     ("alg missing", lambda: f"Bearer {_with_header({'typ': 'JWT'})}", "alg_not_allowed"),
     ("alg confusion (public key as HMAC secret)", lambda: f"Bearer {_alg_confusion()}", "bad_signature"),
@@ -234,7 +235,9 @@ CASES: list[tuple[str, Any, str]] = [
     ("alg outside allow-list (EdDSA)", lambda: f"Bearer {_eddsa_signed()}", "alg_not_allowed"),
     ("tampered payload", lambda: f"Bearer {_tampered()}", "bad_signature"),
     ("wrong secret", lambda: f"Bearer {hs_token(OTHER_SECRET)}", "bad_signature"),
-    ("truncated signature", lambda: f"Bearer {hs_token()[:-4]}", "bad_signature"),
+    # Whole base64 quanta dropped: still canonical base64url, so it is the signature that is wrong.
+    ("truncated signature", lambda: f"Bearer {hs_token()[:-3]}", "bad_signature"),
+    ("signature not canonical base64url", lambda: f"Bearer {hs_token()[:-5]}B", "malformed"),  # stray low bits
     ("expired", lambda: f"Bearer {hs_token(exp=_now() - 120, iat=_now() - 700)}", "expired"),
     *[
         (f"missing {c}", (lambda c=c: f"Bearer {hs_token(**{c: None})}"), "missing_claim")

@@ -295,6 +295,7 @@ class Run:
     rss_max_mib: float
     shutdown_s: float
     exported: dict[str, list[int]] = field(default_factory=dict)
+    rss_timeline_mib: list[float] = field(default_factory=list)
 
 
 def run_once(
@@ -352,6 +353,7 @@ def run_once(
         max([rss_peak, *samples]) * mib,
         shutdown,
         exported,
+        [round(x * mib, 1) for x in samples[:: max(1, len(samples) // 12)]],
     )
 
 
@@ -390,6 +392,19 @@ def run(
                     flush=True,
                 )
     return summarize(chosen, runs, has_auth)
+
+
+def soak(key: str, duration: float, log: Any = sys.stderr) -> Run:
+    """One long run of one scenario (memory over time, shutdown at the end)."""
+    has_auth = auth_support.available()
+    scenario = scenarios(has_auth)[key]
+    headers = [f"Authorization: Bearer {auth_support.token()}"] if scenario.auth else []
+    with sink_server() as sink_port:
+        one = run_once(
+            scenario, duration=duration, warmup=2.0, sink_port=sink_port, down_port=free_port(), headers=headers
+        )
+    print(f"soak {key}: {one.rps:.0f} req/s, RSS {one.rss_timeline_mib} MiB, shutdown {one.shutdown_s:.2f} s", file=log)
+    return one
 
 
 def summarize(chosen: list[Scenario], runs: dict[str, list[Run]], has_auth: bool) -> dict[str, Any]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +24,38 @@ _MARK = "_otel_dist_wrapped"
 _active: dict[str, Telemetry] = {}
 
 
+# Query parameters whose values are credentials.  The contrib instrumentation redacts
+# userinfo and only AWSAccessKeyId, Signature, sig and X-Goog-Signature in `url.full`.
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:[\w.-]*(?:token|secret|password|passwd|api[_-]?key|apikey|signature|credential|session)[\w.-]*"
+    r"|key|code|auth|sig)=)[^&;#]*",
+    re.IGNORECASE,
+)
+
+
+def redact_url(url: str) -> str:
+    """`url` with credentials and the values of credential-like query parameters replaced by REDACTED."""
+    from opentelemetry.util.http import redact_url as contrib_redact_url
+
+    return _SECRET_QUERY.sub(r"\1REDACTED", contrib_redact_url(url))
+
+
+def _redact_url_full(span: Any, request: Any) -> None:
+    url = str(request.url)
+    if "?" in url and span.is_recording():
+        span.set_attribute("url.full", redact_url(url))
+
+
+async def _async_redact_url_full(span: Any, request: Any) -> None:
+    _redact_url_full(span, request)
+
+
 def instrument_httpx() -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
+        instrumentor.instrument(request_hook=_redact_url_full, async_request_hook=_async_redact_url_full)
 
 
 def _has_contrib_middleware(stack: Any) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from opentelemetry import baggage
 
 from otel_dist import get_logger, instrument_app
@@ -26,5 +26,19 @@ def build_app() -> FastAPI:
     @app.get("/baggage")
     async def show_baggage() -> dict[str, str]:
         return {k: str(v) for k, v in baggage.get_all().items()}
+
+    @app.post("/login")
+    async def login(request: Request) -> dict[str, str]:
+        body = await request.json()
+        # Credential-named fields are redacted by the log pipeline, whatever the caller passes.
+        log.info(
+            "login attempt",
+            user=body.get("username"),
+            password=body.get("password"),
+            authorization=request.headers.get("authorization"),
+            api_key=request.headers.get("x-api-key"),
+            session_cookie=request.headers.get("cookie"),
+        )
+        raise HTTPException(401, "invalid credentials")
 
     return instrument_app(app)

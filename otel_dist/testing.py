@@ -224,7 +224,8 @@ _TOKEN_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z
 def register_secret(*values: str | None) -> None:
     """Declare strings that must never appear in captured logs, spans, metrics or error bodies."""
     for value in values:
-        if value and len(value) >= MIN_SECRET_LENGTH:
+        # Long enough and not a run of one or two characters ("x" * 40 is a test's filler, not a secret).
+        if value and len(value) >= MIN_SECRET_LENGTH and len(set(value)) >= 4:
             _SECRETS.add(value)
 
 

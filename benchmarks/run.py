@@ -163,8 +163,10 @@ def write_results(
         "",
         *[f"- **{s['label']}**: {s['doc']}" for s in tp.get("scenarios", {}).values()],
         "",
-        "Exported to the sink during the last run of each scenario (requests, bytes): "
-        + "; ".join(f"{s['label']}: {s['exported']}" for s in tp.get("scenarios", {}).values()),
+        "Received by the sink during the last run of each scenario (export requests, MB): "
+        + "; ".join(f"{s['label']}: {_exported(s['exported'])}" for s in tp.get("scenarios", {}).values())
+        + ". (Metrics are pushed every 60 s, so only the final flush at shutdown shows; the upstream wrapper "
+        "loses it: uvicorn re-raises SIGTERM and the SDK's atexit flush never runs.)",
         "",
         *_soak_lines(tp),
         "## In-process cost per request, per component",
@@ -221,13 +223,17 @@ def write_results(
     return text
 
 
+def _exported(exported: dict[str, list[int]]) -> str:
+    return ", ".join(f"{signal} {n} / {size / 1e6:.1f}" for signal, (n, size) in exported.items()) or "-"
+
+
 def _soak_lines(tp: dict[str, Any]) -> list[str]:
     soak = tp.get("down_soak")
     if not soak:
         return []
     return [
         f"OTLP endpoint down for one {soak['duration']:.0f} s run at full load ({soak['rps']:.0f} req/s): "
-        f"RSS every ~{soak['duration'] / max(1, len(soak['rss_timeline_mib'])):.0f} s "
+        f"RSS every ~{soak['duration'] / max(1, len(soak['rss_timeline_mib'])):.1f} s "
         f"{' -> '.join(f'{x:.0f}' for x in soak['rss_timeline_mib'])} MiB (max {soak['rss_max_mib']:.0f}); "
         f"shutdown {soak['shutdown_s']:.2f} s. The span and log queues are bounded "
         "(OTEL_BSP_MAX_QUEUE_SIZE, 2048 each): what does not fit is dropped and counted "

@@ -7,7 +7,6 @@ backend is back.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 
@@ -15,7 +14,7 @@ import httpx
 
 from otel_dist.testing import free_port
 
-from ._support import LoadResult, Sink, load, prom_samples, prom_sum, rss_kib, run_load, start_service
+from ._support import LoadResult, Sink, prom_samples, prom_sum, rss_kib, run_load, start_service
 
 QUEUE = 256
 WARM, PER_SERVICE = 500, 800
@@ -76,10 +75,12 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
     for counts in (spans, logs):
         assert counts["dropped"] > 0  # the overflow is visible as a metric, not silent
         assert 0 <= counts["queued"] <= QUEUE  # bounded
-    # Every item is accounted for: handed to the exporter, dropped, or still queued. (The SDK
-    # writes its own export-failure lines meanwhile, so the log count may be a few ahead.)
-    assert spans["submitted"] + spans["dropped"] + spans["queued"] == spans["created"]
-    assert 0 <= logs["created"] - (logs["submitted"] + logs["dropped"] + logs["queued"]) <= 8
+    # Every item is accounted for: handed to the exporter, dropped, or still queued. Drops at a
+    # full queue are counted in bulk (otel_dist/_otlp.py lean_drops: up to 255 per processor
+    # late), and the SDK writes its own export-failure lines meanwhile (a few more log records).
+    for counts, slack in ((spans, 0), (logs, 8)):
+        unaccounted = counts["created"] - (counts["submitted"] + counts["dropped"] + counts["queued"])
+        assert 0 <= unaccounted < 256 + slack, counts
     assert spans["export_failed"] > 0  # and the failed exports are counted too
     # 800 requests with the backend gone: memory stays flat (bounded queues). Measured growth
     # is 1-7 MiB (allocator steps); keeping the dropped spans and log records would add more.
@@ -93,24 +94,24 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
 def test_backend_killed_mid_load_and_restarted_no_request_fails_export_resumes(tmp_path):
     sink = Sink(tmp_path).start()
     svc = start_service(tmp_path, "flaky-backend-svc", OTEL_EXPORTER_OTLP_ENDPOINT=sink.url)
+    phases: dict[str, LoadResult] = {}
     try:
-
-        async def kill_and_restart() -> LoadResult:
-            async def chaos() -> None:
-                await asyncio.sleep(0.7)
-                await asyncio.to_thread(sink.kill)  # SIGKILL, mid-load
-                await asyncio.sleep(1.0)
-                await asyncio.to_thread(sink.start)  # same port
-
-            chaos_task = asyncio.ensure_future(chaos())
-            result = await load(lambda i: f"{svc.url}/work/{i}", total=1000, concurrency=10)
-            await chaos_task
-            return result
-
-        mid = asyncio.run(kill_and_restart())
-        # Export resumes: requests after the restart arrive at the new sink process.
-        after = run_load(lambda i: f"{svc.url}/work/{i}", total=200, concurrency=4)
-        got = sink.wait_for("flaky-backend-svc", spans=200, timeout=20)
+        # Phases by time, whatever the request rate: backend up, SIGKILLed mid-load, back on the same port.
+        for phase, seconds in (("up", 1.5), ("killed", 3.0), ("restarted", 1.5)):
+            if phase == "killed":
+                sink.kill()
+            elif phase == "restarted":
+                sink.start()
+            until = time.monotonic() + seconds
+            phases[phase] = run_load(
+                lambda i: f"{svc.url}/work/{i}",
+                total=10**9,
+                concurrency=10,
+                stop=lambda until=until: time.monotonic() > until,
+            )
+        after = phases["restarted"]
+        served_after = after.statuses[200]
+        got = sink.wait_for("flaky-backend-svc", spans=served_after, timeout=20)
         metrics = httpx.get(svc.url + "/metrics").text
     finally:
         svc.stop()
@@ -119,10 +120,12 @@ def test_backend_killed_mid_load_and_restarted_no_request_fails_export_resumes(t
     failed = sum(v for labels, v in exported if labels.get("error_type"))
     ok = sum(v for labels, v in exported if not labels.get("error_type"))
     print(
-        f"backend killed mid-load: {mid.summary()}; after restart the sink received {got['spans']} spans; "
-        f"span exports counted: {ok:.0f} ok, {failed:.0f} failed"
+        "backend killed mid-load: "
+        + "; ".join(f"{phase}: {result.summary()}" for phase, result in phases.items())
+        + f"; after the restart the new sink received {got['spans']} spans; "
+        + f"span exports {ok:.0f} ok, {failed:.0f} failed"
     )
-    assert mid.statuses == {200: 1000} and not mid.errors, mid.summary()
-    assert after.statuses == {200: 200}
-    assert got["spans"] >= 200
-    assert failed > 0 and ok > 0
+    for result in phases.values():
+        assert result.sent > 0 and set(result.statuses) == {200} and not result.errors, result.summary()
+    assert got["spans"] >= served_after  # export resumed: at least every span served after the restart arrived
+    assert failed > 0 and ok > 0  # the outage is counted

@@ -203,7 +203,8 @@ def raw_request(base: str, data: bytes) -> bytes:
 
 
 def request(path: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
-    lines = [method + b" " + path + b" HTTP/1.1", b"Host: 127.0.0.1", *headers, b"Connection: close"]
+    host = [] if any(h.lower().startswith(b"host:") for h in headers) else [b"Host: 127.0.0.1"]
+    lines = [method + b" " + path + b" HTTP/1.1", *host, *headers, b"Connection: close"]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -225,6 +226,7 @@ RAW_CASES = {
     "a 10 KB Host": request(b"/hello/a", b"Host: " + b"h" * 10_000),
     "Host port with a superscript digit": request(b"/hello/a", b"Host: h:1\xb2"),
     "Host port out of range": request(b"/hello/a", b"Host: h:99999999999999999999999"),
+    "two Host headers": request(b"/hello/a", b"Host: a.example", b"Host: b.example"),
     "unknown method": request(b"/hello/a", method=b"PROPFIND"),
     "garbage request line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",
 }

@@ -256,8 +256,9 @@ def write_results(
         "only attributes set by user code): est. -20 µs;",
         "2. the OTLP copy of the access line only when no span is exported (it repeats the span's fields; "
         "the JSON line on stdout stays): -25 µs, a product decision;",
-        "3. `gc.freeze()` after start-up, so that full collections skip the start-up objects (measured once "
-        "over 5,000 requests that included a full collection: 14 -> 5 µs per request);",
+        "3. less garbage-collector work: in the full server the cyclic GC takes ~5% of the CPU (8 full "
+        "collections per 10 s under wrk, `BENCH_GC_STATS=1`); `gc.freeze()` after start-up "
+        "(`BENCH_GC_FREEZE=1`) halves that, but showed no throughput gain within the noise of 2 runs each;",
         "4. one aggregation shared by the Prometheus and OTLP metric readers: -5 µs per histogram measurement.",
         "",
         "uvicorn runs without uvloop/httptools here (asyncio + h11, as the project installs it); with them "
@@ -288,16 +289,16 @@ def _soak_lines(tp: dict[str, Any]) -> list[str]:
     ]
 
 
-def profile_full_server(duration: float) -> str:
-    """Profile the otel-dist full scenario's event loop under wrk; the top of the profile as text."""
+def profile_server(key: str, duration: float) -> Any:
+    """cProfile stats of one scenario's event loop under wrk (None if the profile was not written)."""
     import io
     import pstats
     import signal
 
     has_auth = throughput.auth_support.available()
-    scenario = throughput.scenarios(has_auth)["full"]
-    headers = [f"Authorization: Bearer {throughput.auth_support.token()}"] if has_auth else []
-    out = Path(tempfile.gettempdir()) / "otel-dist-bench-profile.out"
+    scenario = throughput.scenarios(has_auth)[key]
+    headers = [f"Authorization: Bearer {throughput.auth_support.token()}"] if scenario.auth else []
+    out = Path(tempfile.gettempdir()) / f"otel-dist-bench-profile-{key}.out"
     with throughput.sink_server() as sink_port:
         port = throughput.free_port()
         env = dict(scenario.env(sink_port, throughput.free_port()), BENCH_PROFILE=str(out))
@@ -318,10 +319,19 @@ def profile_full_server(duration: float) -> str:
                 proc.kill()
                 proc.wait()
     if not out.exists():
-        return ""
+        return None
     stats = pstats.Stats(str(out), stream=io.StringIO())
     out.unlink()
-    return profile_breakdown(stats)
+    return stats
+
+
+def profile_servers(duration: float) -> str:
+    """The plain and full servers' event loops, per component, side by side."""
+    plain = profile_server("plain", duration)
+    full = profile_server("full", duration)
+    if full is None:
+        return ""
+    return profile_breakdown(full, plain)
 
 
 # (label, file suffix, function name): cumulative time of these, per request
@@ -345,8 +355,7 @@ _PROFILE_POINTS = {
 }
 
 
-def profile_breakdown(stats: Any) -> str:
-    """Where the event loop's time goes per request, grouped by component (from a cProfile of the server)."""
+def _profile_points(stats: Any) -> tuple[dict[str, tuple[int, float]], float]:
     found: dict[str, tuple[int, float]] = {}
     total = 0.0
     for (filename, _line, name), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():
@@ -355,16 +364,22 @@ def profile_breakdown(stats: Any) -> str:
             if name == function and filename.endswith(suffix):
                 calls, cum = found.get(key, (0, 0.0))
                 found[key] = (calls + ncalls, cum + cumtime)
-    requests = found.get("server", (0, 0.0))[0]
+    return found, total
+
+
+def _profile_rows(stats: Any, request_key: str) -> tuple[int, list[tuple[str, float]]]:
+    found, total = _profile_points(stats)
+    requests = found.get(request_key, (0, 0.0))[0]
     if not requests:
-        return ""
+        return 0, []
 
     def us(key: str) -> float:
         return found.get(key, (0, 0.0))[1] / requests * 1e6
 
     busy = (total - found.get("poll", (0, 0.0))[1]) / requests * 1e6
+    outer = us("server") or us("app")
     inner = us("auth") or us("app")
-    layer = us("server") - inner
+    layer = us("server") - inner if us("server") else 0.0
     parts = {
         "span start (SDK start_span: sampler, ids, attribute validation)": us("start_span"),
         "span end (set_attributes, update_name, end -> batch queue)": us("end_span")
@@ -378,34 +393,42 @@ def profile_breakdown(stats: Any) -> str:
     parts["otel-dist layer, own code (headers, attributes, traceresponse, ...)"] = layer - sum(parts.values())
     rows = [
         ("event loop busy per request (everything below)", busy),
-        ("uvicorn + h11 outside the app (parse, write, event loop)", busy - us("server") + us("http_send")),
+        ("uvicorn + h11 outside the app (parse, write, event loop)", busy - outer + us("http_send")),
         ("FastAPI app (routing, validation, endpoint, response)", us("app") - us("http_send")),
         ("service-token check (auth middleware)", us("auth") - us("app") if us("auth") else 0.0),
         ("otel-dist server layer, total", layer),
-        *[("  " + k, v) for k, v in parts.items()],
+        *[("  " + k, v if layer else 0.0) for k, v in parts.items()],
     ]
+    return requests, rows
+
+
+def profile_breakdown(stats: Any, plain: Any = None) -> str:
+    """Where the event loop's time goes per request, grouped by component (from cProfiles of the servers)."""
+    requests, rows = _profile_rows(stats, "server")
+    if not requests:
+        return ""
+    plain_requests, plain_rows = _profile_rows(plain, "app") if plain is not None else (0, [])
+    plain_by = dict(plain_rows)
+    busy = rows[0][1]
     lines = [
-        f"cProfile of the event-loop thread, {requests} requests; µs per request *under profiling* "
-        "(the profiler inflates Python-heavy code more than C and syscalls: read the shares). "
-        "Export encoding runs on the batch processors' threads and is not in this profile "
-        "(see the in-process table: ~12 µs per span, ~9 µs per log record with the lean encoder).",
+        f"cProfile of the event-loop thread ({requests} requests for full, {plain_requests} for plain); "
+        "µs per request *under profiling* (the profiler inflates Python-heavy code more than C and syscalls: "
+        "compare shares and differences, not absolute times). Garbage collection pauses are charged to "
+        "whatever function runs when they start. Export encoding runs on the batch processors' threads and "
+        "is not in this profile (see the in-process table: ~12 µs per span, ~9 µs per log record).",
         "",
-        "| where | µs/request (profiled) | share of busy |",
-        "|---|---:|---:|",
+        "| where | plain: µs/request | full: µs/request | full: share of busy |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {label} | {value:.0f} | {value / busy * 100:.0f}% |" for label, value in rows]
+    for label, value in rows:
+        base = plain_by.get(label)
+        base_text = f"{base:.0f}" if base is not None and plain is not None else "-"
+        lines.append(f"| {label} | {base_text} | {value:.0f} | {value / busy * 100:.0f}% |")
     return "\n".join(lines)
 
 
-def _exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the servers and the sink started here are stopped."""
-    import signal as _signal
-
-    _signal.signal(_signal.SIGTERM, lambda *_: sys.exit(143))
-
-
 def main(argv: list[str] | None = None) -> None:
-    _exit_on_sigterm()
+    throughput._exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, for development")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
@@ -455,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     print("== profile of the full scenario", file=sys.stderr, flush=True)
-    profile = profile_full_server(4.0 if quick else 8.0)
+    profile = profile_servers(4.0 if quick else 8.0)
 
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     elapsed = time.monotonic() - started

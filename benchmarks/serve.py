@@ -41,6 +41,44 @@ def _upstream() -> tuple[Any, dict[str, Any]]:
 SCENARIOS = {"plain": _plain, "otel-dist": _otel_dist, "upstream": _upstream}
 
 
+def _gc_experiments(server: Any) -> None:
+    """Harness-only switches: BENCH_GC_STATS=1 prints the cyclic GC's time at shutdown (stderr);
+    BENCH_GC_FREEZE=1 calls gc.freeze() once the app has started (what a service could do at start-up)."""
+    import gc
+    import sys
+    import time
+
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
+        original_startup = server.startup
+
+        async def startup(*args: Any, **kwargs: Any) -> None:
+            await original_startup(*args, **kwargs)
+            gc.collect()
+            gc.freeze()
+
+        server.startup = startup
+    if os.environ.get("BENCH_GC_STATS") != "1":
+        return
+    spent = [0.0, 0.0]
+    counts = [0, 0, 0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            spent[1] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - spent[1]
+            counts[info["generation"]] += 1
+
+    gc.callbacks.append(callback)
+    original_shutdown = server.shutdown
+
+    async def shutdown(*args: Any, **kwargs: Any) -> None:
+        print(f"gc: {spent[0]:.3f} s in {counts} collections", file=sys.stderr, flush=True)
+        await original_shutdown(*args, **kwargs)
+
+    server.shutdown = shutdown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
@@ -56,6 +94,7 @@ def main() -> None:
             if handler not in access.handlers:
                 access.addHandler(handler)
     server = uvicorn.Server(config)
+    _gc_experiments(server)
     profile_to = os.environ.get("BENCH_PROFILE")
     if not profile_to:
         server.run()

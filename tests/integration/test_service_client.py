@@ -494,3 +494,18 @@ async def test_a_final_401_is_returned_not_retried_and_never_trips_the_breaker(t
     assert len(upstream.seen) == 6  # per call: the attempt and the auth's single resend
     assert breaker_states()[target] == "closed" and client.breaker.failures == 0
     assert value(telemetry, "otel_dist.client.retries", target) == 0
+
+
+async def test_waiting_for_a_connection_slot_is_not_an_attempt_timeout(telemetry, upstream, target):
+    # 40 concurrent calls over 10 connections: 4 waves of 0.3 s. Queued callers wait for a slot
+    # within the total deadline; only the I/O counts against the 0.6 s attempt timeout (queued
+    # in httpx's own pool instead, the last wave would time out after waiting 0.9 s).
+    upstream.tell(default=Step(delay=0.3))
+    async with ServiceClient(
+        target, upstream.url, attempt_timeout=0.6, timeout=8, max_retries=0, max_connections=10
+    ) as client:
+        responses = await asyncio.gather(*(client.get(f"/slot/{i}") for i in range(40)))
+    assert [r.status_code for r in responses] == [200] * 40
+    assert len(upstream.seen) == 40
+    assert breaker_states()[target] == "closed"
+    assert value(telemetry, "otel_dist.client.give_ups", target) == 0

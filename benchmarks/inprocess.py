@@ -147,6 +147,8 @@ def otel_dist_variant(
 
     use_process_meter_provider()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": _CLOSED_PORT, **(auth_support.server_env() if auth else {})}
+    if "OTEL_DIST_ACCESS_LOG_EXPORT" in os.environ:  # to compare the access-record modes
+        env["OTEL_DIST_ACCESS_LOG_EXPORT"] = os.environ["OTEL_DIST_ACCESS_LOG_EXPORT"]
     overrides: dict[str, Any] = {
         "service_name": auth_support.SERVICE,
         "access_log": access_log,

@@ -98,7 +98,9 @@ class LogSink:
         created: float | None = None,
         exc_text: str | None = None,
         exception: BaseException | None = None,
+        export: bool = True,
     ) -> None:
+        """Write the JSON line; with `export`, also emit the OTel log record."""
         now = time.time() if created is None else created
         ctx = (span or trace.get_current_span()).get_span_context()
         safe = _clean(fields) if fields else None
@@ -126,7 +128,7 @@ class LogSink:
                 self.stream.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
             except (OSError, ValueError):
                 pass  # a closed or broken stdout never takes the app down
-        if self.otel_logger is not None:
+        if export and self.otel_logger is not None:
             attributes = {k: _otel_value(v) for k, v in safe.items()} if safe else {}
             attributes["logger.name"] = logger_name
             try:

@@ -124,6 +124,10 @@ class ServerTelemetry:
         self._untraced = frozenset(settings.untraced_paths)
         self._correlation_header = settings.correlation_header.encode("latin-1")
         self._access_log = settings.access_log
+        # The exported server span already carries every field of the access line; sending
+        # the line as a log record too would store each request twice and cost ~25 µs.
+        self._export_access = settings.access_log_export
+        self._spans_exported = bool(settings.trace_exporters)
         self._duration = meter.create_histogram(
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
         )
@@ -253,5 +257,10 @@ class ServerTelemetry:
                         "duration_ms": round(duration * 1000, 3),
                     },
                     span=span,
+                    export=self._export_access == "always"
+                    or (
+                        self._export_access == "unsampled"
+                        and not (self._spans_exported and span_ctx.trace_flags.sampled)
+                    ),
                 )
             correlation_id.reset(corr_token)

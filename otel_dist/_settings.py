@@ -195,6 +195,14 @@ class Settings:
         accepts="true or false",
         doc="one log line per HTTP request",
     )
+    access_log_export: str = _setting(
+        "OTEL_DIST_ACCESS_LOG_EXPORT",
+        default="unsampled",
+        parse=_choice("unsampled", "always", "never"),
+        accepts="unsampled, always, never",
+        doc="send the access line as an OTel log record too: only when its span is not exported (default), "
+        "always, or never",
+    )
     # --- export ---
     otlp_endpoint: str | None = _setting(
         "OTEL_EXPORTER_OTLP_ENDPOINT",

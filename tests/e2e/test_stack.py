@@ -266,6 +266,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_METRICS_EXPORTER": "prometheus,otlp",
             "OTEL_LOGS_EXPORTER": "otlp",
+            # Each request's access line as a log record too (by default only when its span is
+            # not exported): checks 2 and 6 follow every request's records through the collector.
+            "OTEL_DIST_ACCESS_LOG_EXPORT": "always",
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "SERVICE_CLIENT_MAX_RETRIES": "1",

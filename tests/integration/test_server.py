@@ -202,3 +202,28 @@ def test_duration_histogram_carries_the_request_span_as_exemplar(telemetry):
     (span,) = server_spans(telemetry)
     ((_, point),) = telemetry.metric_points("http.server.request.duration")
     assert [(e.trace_id, e.span_id) for e in point.exemplars] == [(span.context.trace_id, span.context.span_id)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "sampler", "traces", "exported"),
+    [
+        ("unsampled", "parentbased_always_on", ("console",), False),  # the span carries it
+        ("unsampled", "always_off", ("console",), True),  # no span: the record is the only trace of it
+        ("unsampled", "parentbased_always_on", (), True),  # spans are not exported at all
+        ("always", "parentbased_always_on", ("console",), True),
+        ("never", "always_off", ("console",), False),
+    ],
+)
+def test_access_line_becomes_an_otel_log_record_only_when_needed(mode, sampler, traces, exported):
+    from otel_dist.testing import capture_telemetry
+
+    with capture_telemetry(access_log_export=mode, traces_sampler=sampler, traces_exporter=traces) as cap:
+        with serve_app(build_app()) as base:
+            get(f"{base}/hello/ada")
+        # (asserted after the server stopped: the access line is written after the response is sent)
+        records = [r for r in cap.otel_logs() if r.log_record.attributes.get("logger.name") == "otel_dist.access"]
+        assert len(records) == (1 if exported else 0)
+        # The JSON line on stdout is written in every mode.
+        assert len([e for e in cap.log_lines() if e["logger"] == "otel_dist.access"]) == 1
+        # The application's own log lines are always exported.
+        assert [r.log_record.body for r in cap.otel_logs()].count("saying hello") == 1

@@ -122,13 +122,18 @@ class Sink:
         return httpx.get(self.url + "/dump", timeout=30).text
 
 
+ACCESS_RECORDS = {"OTEL_DIST_ACCESS_LOG_EXPORT": "always"}
+
+
 def start_service(
     tmp_path: Path, name: str, *, app: str = "tests.reliability.apps.svc:app", **env: str
 ) -> ServerProcess:
     """The reliability service (or `app`) under plain uvicorn, as its own process."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    full_env = clean_env(OTEL_SERVICE_NAME=name, ENVIRONMENT="test", **env)
+    # Every request's access line is also an OTel log record here (the default sends it only when
+    # its span is not exported): these tests count log records through the whole pipeline.
+    full_env = clean_env(**{"OTEL_SERVICE_NAME": name, "ENVIRONMENT": "test", **ACCESS_RECORDS, **env})
     proc = ServerProcess(argv, port=port, env=full_env, log_path=str(tmp_path / f"{name}.log"), cwd=str(ROOT))
     try:
         proc.wait_ready("/health")
@@ -259,6 +264,7 @@ def start_services(tmp_path: Path, *, secret: str, user_secret: str, **env: str)
     ports = {name: free_port() for name in SERVICE_NAMES}
     common = {
         "ENVIRONMENT": "test",
+        **ACCESS_RECORDS,
         "SERVICE_JWT_SECRET": secret,
         "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}",
         "ORDERS_SERVICE_URL": f"http://127.0.0.1:{ports['orders']}",

@@ -414,7 +414,7 @@ def attribution(results: list[Result]) -> dict[str, float]:
         "span (create, attributes, end)": "full - span",
         "span + log export (OTLP encoding)": "full - export",
         "HTTP metrics (2 instruments)": "full - metrics",
-        "access line (JSON + OTel log record)": "full - access log",
+        "access line (JSON; OTel record only if unsampled)": "full - access log",
         "SDK self-metrics (span.started/live, log.created)": "full - SDK self-metrics",
     }
     for label, other in pairs.items():

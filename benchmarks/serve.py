@@ -33,8 +33,9 @@ def _otel_dist() -> tuple[Any, dict[str, Any]]:
 
 def _upstream() -> tuple[Any, dict[str, Any]]:
     # The app was instrumented by `opentelemetry-instrument` (FastAPIInstrumentor patches
-    # FastAPI before this module runs).  uvicorn's default access line is the per-request
-    # log line; main() also hands it to the SDK's logging handler so it is exported over OTLP.
+    # FastAPI before this module runs).  uvicorn's default access line on stdout is the
+    # per-request log line; like otel-dist's default, it is not also exported over OTLP
+    # (the server span carries its fields) unless BENCH_UPSTREAM_EXPORT_ACCESS=1.
     return build_app(), {"log_config": uvicorn.config.LOGGING_CONFIG, "access_log": True}
 
 
@@ -86,9 +87,10 @@ def main() -> None:
     args = parser.parse_args()
     app, options = SCENARIOS[args.scenario]()
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, workers=1, lifespan="on", **options)
-    if args.scenario == "upstream":
+    if args.scenario == "upstream" and os.environ.get("BENCH_UPSTREAM_EXPORT_ACCESS") == "1":
         # uvicorn's loggers do not propagate to the root logger, where
-        # OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED put the OTel handler.
+        # OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED put the OTel handler: this
+        # also sends every access line as an OTLP log record.
         access = logging.getLogger("uvicorn.access")
         for handler in logging.getLogger().handlers:
             if handler not in access.handlers:

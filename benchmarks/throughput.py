@@ -113,7 +113,8 @@ class Scenario:
 def scenarios(auth: bool) -> dict[str, Scenario]:
     full_doc = (
         "otel-dist defaults with a collector: 100% sampling, server span, HTTP metrics (Prometheus + OTLP), "
-        "JSON access line + OTLP log record per request"
+        "JSON access line per request on stdout (also an OTLP log record only when its span is not exported: "
+        "OTEL_DIST_ACCESS_LOG_EXPORT=unsampled, the default)"
     )
     items = [
         Scenario("plain", "plain FastAPI", "no telemetry, uvicorn access log off", otel_dist=False),
@@ -128,7 +129,7 @@ def scenarios(auth: bool) -> dict[str, Scenario]:
             "upstream",
             "upstream wrapper",
             "opentelemetry-instrument + opentelemetry-distro, OTLP/HTTP for traces, metrics and logs "
-            "(uvicorn access line exported as a log record)",
+            "(logging handler on), uvicorn's access line on stdout",
             upstream=True,
             otel_dist=False,
         ),

@@ -22,12 +22,14 @@ import pytest
 
 from benchmarks import inprocess
 
-# Measured: plain 343, full 952 (with service auth), upstream contrib 2761 calls per request, i.e.
-# the full layer adds 609.  Budget ~8% above: a per-request route scan up to the matched route (+70)
-# or one more span would cross it; SDK upgrades may move the count (re-measure, then adjust).
-CALL_BUDGET = 660
-# full / plain CPU time per request, best of interleaved rounds: ~4.5-5 at that commit.
-TIME_RATIO_LIMIT = 9.0
+# Measured: plain 343, full 836 (with service auth; the access line's OTel record is not emitted
+# for exported spans), upstream contrib 2761 calls per request, i.e. the full layer adds 493.
+# Budget ~10% above: a per-request route scan up to the matched route (+70) or one more span
+# crosses it; SDK upgrades may move the count (re-measure, then adjust).
+CALL_BUDGET = 540
+# full / plain CPU time per request, best of interleaved rounds: ~3.8 (42 µs plain, +117 µs) when
+# measured; the limit leaves room for a loaded machine and fails when the overhead roughly doubles.
+TIME_RATIO_LIMIT = 7.0
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,17 @@ def _lean_drops(processor: Any) -> None:
     lean_drops(processor)
 
 
+def _batching(settings: Settings, meter_provider: MeterProvider) -> dict[str, Any]:
+    """The same bounded queue and schedule for span and log-record batches."""
+    return {
+        "max_queue_size": settings.bsp_max_queue_size,
+        "max_export_batch_size": _batch_size(settings),
+        "schedule_delay_millis": settings.bsp_schedule_delay_ms,
+        "export_timeout_millis": settings.otlp_timeout_ms,
+        "meter_provider": meter_provider,
+    }
+
+
 def _require_endpoint(settings: Settings, variable: str) -> None:
     from ._settings import ConfigError
 
@@ -80,14 +91,7 @@ def build_tracer_provider(settings: Settings, resource: Resource, meter_provider
             exporter: Any = LeanOTLPSpanExporter(**_otlp_kwargs(settings, "traces"), meter_provider=meter_provider)
         else:
             exporter = ConsoleSpanExporter()
-        span_processor = BatchSpanProcessor(
-            exporter,
-            max_queue_size=settings.bsp_max_queue_size,
-            max_export_batch_size=_batch_size(settings),
-            schedule_delay_millis=settings.bsp_schedule_delay_ms,
-            export_timeout_millis=settings.otlp_timeout_ms,
-            meter_provider=meter_provider,
-        )
+        span_processor = BatchSpanProcessor(exporter, **_batching(settings, meter_provider))
         _lean_drops(span_processor)  # collector down: drops counted in bulk, see _otlp
         provider.add_span_processor(span_processor)
     return provider
@@ -145,14 +149,7 @@ def build_logger_provider(
             exporter: Any = LeanOTLPLogExporter(**_otlp_kwargs(settings, "logs"), meter_provider=meter_provider)
         else:
             exporter = ConsoleLogRecordExporter()
-        log_processor = BatchLogRecordProcessor(
-            exporter,
-            max_queue_size=settings.bsp_max_queue_size,
-            max_export_batch_size=_batch_size(settings),
-            schedule_delay_millis=settings.bsp_schedule_delay_ms,
-            export_timeout_millis=settings.otlp_timeout_ms,
-            meter_provider=meter_provider,
-        )
+        log_processor = BatchLogRecordProcessor(exporter, **_batching(settings, meter_provider))
         _lean_drops(log_processor)
         provider.add_log_record_processor(log_processor)
     return provider

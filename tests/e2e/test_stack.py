@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,22 +37,20 @@ from collector.stack import (
     start_stack,
 )
 from otel_dist import load_settings, service_auth
-from otel_dist.testing import ServerProcess, free_port
+from otel_dist.testing import ServerProcess
 from tests.conftest import require
+from tests.example_services import start_example_services
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 MANIFEST = ROOT / "collector" / "builder-config.yaml"
-SERVICES = ("auth", "orders", "gateway")
 # Open long enough for export (1 s) + scrape (1 s) + rule evaluation (1 s) to see it, short
 # enough that recovery is quick. Under steady traffic a failed half-open probe re-opens it at once.
 BREAKER_TIMEOUT = 3.0
 READ_ROUTE = "/orders/{order_id}"
 KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 # Settings a developer shell may carry that would change what the services do.
-_CLEAN_PREFIXES = ("OTEL_", "SERVICE_", "JWT_", "CIRCUIT_", "FAULT_", "DATABASE_", "ENVIRONMENT", "LOG_LEVEL", "USER_")
 
 T = TypeVar("T")
 
@@ -235,12 +232,6 @@ def _require_parts() -> None:
     require(built or shutil.which("go") is not None, "go (to build the collector: collector/build.sh)")
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEAN_PREFIXES)}
-    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     _require_parts()
@@ -256,12 +247,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         )
         cleanup.callback(stack.stop)
         secret = secrets.token_urlsafe(48)
-        ports = {name: free_port() for name in SERVICES}
         common = {
-            "ENVIRONMENT": "test",
             "SERVICE_JWT_SECRET": secret,
-            "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}",
-            "ORDERS_SERVICE_URL": f"http://127.0.0.1:{ports['orders']}",
             "OTEL_EXPORTER_OTLP_ENDPOINT": stack.urls["otlp_http"],
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_METRICS_EXPORTER": "prometheus,otlp",
@@ -275,22 +262,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             "SERVICE_CLIENT_MAX_BACKOFF": "0.05",
             "CIRCUIT_BREAKER_TIMEOUT": str(BREAKER_TIMEOUT),
         }
-        procs: dict[str, ServerProcess] = {}
-        for name in SERVICES:
-            argv = [str(BIN / "uvicorn"), f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(ports[name])]
-            if name == "orders":  # the zero-code launch path too, as in tests/integration/test_services.py
-                argv = [str(BIN / "opentelemetry-instrument"), *argv]
-            env = _clean_env(**common, OTEL_SERVICE_NAME=name)
-            if name != "gateway":
-                (tmp / f"{name}-db").mkdir()
-                env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / f'{name}-db' / f'{name}.db'}"
-            if name == "auth":
-                env["USER_JWT_SECRET"] = secrets.token_urlsafe(48)
-            proc = ServerProcess(argv, port=ports[name], env=env, log_path=str(tmp / f"{name}.log"), cwd=str(tmp))
-            cleanup.callback(proc.stop)
-            procs[name] = proc
-        for proc in procs.values():  # started together, waited for together
-            proc.wait_ready("/health", timeout=60)
+        procs = start_example_services(tmp, common, cleanup)
         e2e = E2E(stack=stack, procs=procs, secret=secret, tmp=tmp)
         cleanup.callback(e2e.http.close)
         yield e2e

@@ -7,9 +7,7 @@ Spans go over OTLP/HTTP to a span sink this test runs; databases live in a temp 
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,10 +19,9 @@ import pytest
 
 from otel_dist import load_settings, service_auth
 from otel_dist._demo import SinkSpan, SpanSink
-from otel_dist.testing import ServerProcess, free_port
+from otel_dist.testing import ServerProcess
+from tests.example_services import start_example_services
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 BREAKER_TIMEOUT = 1.0
 
 
@@ -48,16 +45,11 @@ class Services:
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     tmp = tmp_path_factory.mktemp("services")
     secret = secrets.token_urlsafe(48)
-    ports = {name: free_port() for name in ("auth", "orders", "gateway")}
     sink = SpanSink()
     with ExitStack() as stack:
         sink_url = stack.enter_context(sink.serve())
         common = {
-            "PYTHONPATH": str(ROOT),
-            "ENVIRONMENT": "test",
             "SERVICE_JWT_SECRET": secret,
-            "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}",
-            "ORDERS_SERVICE_URL": f"http://127.0.0.1:{ports['orders']}",
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url,
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_METRICS_EXPORTER": "prometheus",
@@ -67,23 +59,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             "SERVICE_CLIENT_MAX_BACKOFF": "0.05",
             "CIRCUIT_BREAKER_TIMEOUT": str(BREAKER_TIMEOUT),
         }
-        procs: dict[str, ServerProcess] = {}
-        for name in ("auth", "orders", "gateway"):
-            argv = [str(BIN / "uvicorn"), f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(ports[name])]
-            if name == "orders":  # the zero-code launch path, on the service with a database and a client
-                argv = [str(BIN / "opentelemetry-instrument"), *argv]
-            env = {**os.environ, **common, "OTEL_SERVICE_NAME": name}
-            env.pop("DATABASE_URL", None)
-            if name != "gateway":
-                (tmp / f"{name}-db").mkdir()
-                env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / f'{name}-db' / f'{name}.db'}"
-            if name == "auth":
-                env["USER_JWT_SECRET"] = secrets.token_urlsafe(48)
-            proc = ServerProcess(argv, port=ports[name], env=env, log_path=str(tmp / f"{name}.log"), cwd=str(tmp))
-            stack.callback(proc.stop)
-            procs[name] = proc
-        for proc in procs.values():  # started together, waited for together
-            proc.wait_ready("/health", timeout=60)
+        procs = start_example_services(tmp, common, stack)
         yield Services(**procs, sink=sink, secret=secret, orders_db_dir=tmp / "orders-db")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_dist._settings import settings_table
+from otel_dist._settings import SERVICE_URL_DOC, SERVICE_URL_RULE, settings_table
 
 SETTINGS_MARKER = "<!-- otel-dist: settings-table -->"
 
@@ -37,6 +37,7 @@ def settings_markdown() -> str:
             f"| {envs} | `{_cell(_shown(row['default']))}` | {_cell(row['accepts'])} | "
             f"{'yes' if row['secret'] else ''} | {_cell(row['doc'])} | `{row['name']}` |"
         )
+    rows.append(f"| `{SERVICE_URL_RULE}` | `(unset)` | an http:// or https:// URL |  | {SERVICE_URL_DOC} |  |")
     return "\n".join(rows)
 
 

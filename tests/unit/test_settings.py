@@ -121,3 +121,13 @@ def test_any_downstream_name_has_a_url_variable_by_the_documented_rule():
     for bad in ("", "9lives", "a b", "x/y"):
         with pytest.raises(ConfigError, match="not a service name"):
             service_url_variable(bad)
+
+
+def test_the_public_api_is_complete_and_lazy():
+    import otel_dist
+
+    assert sorted(otel_dist.__all__) == sorted(otel_dist._MODULE_OF)
+    for name in otel_dist.__all__:
+        assert getattr(otel_dist, name) is not None
+    with pytest.raises(AttributeError):
+        otel_dist.no_such_name  # noqa: B018

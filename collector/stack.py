@@ -494,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _print_stack(stack)
     if args.detach:
-        print(f"detached; stop with: python {sys.argv[0]} down")
+        prog = os.environ.get("OTEL_DIST_CLI_PROG") or f"python {sys.argv[0]}"  # `otel-dist stack` sets it
+        print(f"detached; stop with: {prog} down")
         return 0
     # Foreground: wait for Ctrl-C / SIGTERM or for a process to die, then stop all.
     # Explicit handlers: SIGINT may be inherited as "ignored" (e.g. when launched with `&`).

@@ -158,10 +158,11 @@ def _judge_report(report: dict[str, Any], result: ServiceDiagnosis) -> None:
             'POST /_faults {"error_rate": 0, "latency_ms": 0}; unset FAULT_INJECTION_* (production refuses them)',
         )
     elif faults["admin_route"]:
+        who = "any holder of a service token" if auth["enabled"] else "anyone: auth is off"
         result.add(
             "fault injection",
             WARN,
-            "off, but POST /_faults can switch it on (any holder of a service token)",
+            f"off, but POST /_faults can switch it on ({who})",
             "set ENVIRONMENT=production: the route is then not installed",
         )
     else:

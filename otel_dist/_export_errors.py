@@ -157,9 +157,11 @@ def speaks_http2(endpoint: str | None, timeout: float = 1.0) -> bool:
     return len(head) >= 4 and head[:1] == b"\x00" and head[3] in (0x04, 0x07)
 
 
-def install(endpoint: str | None, *, interval: float = 60.0) -> ExportErrorFilter:
+def install(
+    endpoint: str | None, *, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
+) -> ExportErrorFilter:
     """Attach one filter to every OTLP exporter logger, replacing one installed earlier."""
-    error_filter = ExportErrorFilter(endpoint, interval=interval)
+    error_filter = ExportErrorFilter(endpoint, interval=interval, clock=clock)
     for name in EXPORTER_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, ExportErrorFilter)]:

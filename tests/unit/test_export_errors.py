@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from otel_dist import _export_errors
 from otel_dist._export_errors import EXPORTER_LOGGERS, ExportErrorFilter, likely_cause
 from otel_dist.testing import free_port
 
@@ -41,9 +42,7 @@ def records():
 
 
 def install(clock: Clock, endpoint: str = "http://collector:4317") -> None:
-    error_filter = ExportErrorFilter(endpoint, interval=60, clock=clock)
-    for name in EXPORTER_LOGGERS:
-        logging.getLogger(name).addFilter(error_filter)
+    _export_errors.install(endpoint, interval=60, clock=clock)  # replaces the one a bootstrap() installed
 
 
 def test_a_grpc_port_is_named_once_per_signal_then_counted(records):

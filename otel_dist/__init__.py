@@ -7,6 +7,8 @@
 from ._auth import CallingService, ServiceIdentity, ServiceTokenAuth, TokenMinter, calling_service, service_auth
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, DbSession, db_session
+from ._deadline import HEADER as DEADLINE_HEADER
+from ._deadline import remaining_time
 from ._health import Readiness, ReadinessCheck
 from ._logs import StructuredLogger, get_logger
 from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
@@ -15,6 +17,7 @@ from ._template import create_app, downstream
 from ._web import instrument_app
 
 __all__ = [
+    "DEADLINE_HEADER",
     "CallingService",
     "CircuitOpenError",
     "ConfigError",
@@ -40,5 +43,6 @@ __all__ = [
     "get_logger",
     "instrument_app",
     "load_settings",
+    "remaining_time",
     "service_auth",
 ]

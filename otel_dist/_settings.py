@@ -410,6 +410,14 @@ class Settings:
         accepts="seconds, 1 to 600",
         doc="sliding window over which calls and retries are counted",
     )
+    request_timeout: float = _setting(
+        "SERVICE_REQUEST_TIMEOUT",
+        default=30.0,
+        parse=_number(float, 0.001, 3600.0),
+        accepts="seconds, 0.001 to 3600",
+        doc="deadline of each request this service handles: public apps start it here, others take the "
+        "caller's x-otel-dist-deadline-ms when shorter; handler and downstream calls are cancelled at it",
+    )
     # --- service auth (seed names) ---
     jwt_secret: str | None = _setting(
         "SERVICE_JWT_SECRET",

@@ -2,10 +2,11 @@
 
 Layers, outermost first (as .NET's standard resilience pipeline):
 
-1. logical call span + total deadline (monotonic) + the call duration metric;
+1. logical call span + total deadline (monotonic; never past the deadline of the request being handled)
+   + the call duration metric;
 2. retry (``backoff.on_exception`` over :mod:`._retry`'s rules), within the target's retry budget;
 3. circuit breaker (:mod:`._breaker`, pybreaker per target, shared process-wide);
-4. per-attempt timeout (never past the deadline);
+4. per-attempt timeout (never past the deadline), sent along as ``x-otel-dist-deadline-ms``;
 5. service auth: the ``httpx.Auth`` given to the client runs on every attempt (it may resend once on a 401);
 6. the instrumented httpx transport: one CLIENT span per attempt.
 """
@@ -25,6 +26,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._bootstrap import Telemetry, bootstrap
+from .._deadline import HEADER as DEADLINE_HEADER
+from .._deadline import current_request
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, Rejected, Ticket, breaker_for
 from ._budget import budget_for
 from ._errors import CircuitOpenError, ServiceCallError
@@ -197,7 +200,12 @@ class ServiceClient:
             extensions=extensions,
         )
         start = time.monotonic()
-        call = CallState(request, start + self.config.timeout, self.breaker, self.budget)
+        deadline = start + self.config.timeout
+        handling = current_request()
+        if handling is not None:  # inside a request: never past its deadline; stop if its caller leaves
+            deadline = min(deadline, handling.deadline)
+            handling.watch()
+        call = CallState(request, deadline, self.breaker, self.budget)
         self.budget.deposit()
         span = tel.tracer.start_span(
             self._span_names.get(method_attr, f"{method_attr} {target}"),
@@ -306,6 +314,8 @@ class ServiceClient:
         resends = call.attempts
         call.attempts += 1
         request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
+        # What this attempt will wait for: the upstream can drop the work after that.
+        request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
         if resends:
             request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
         try:
@@ -372,7 +382,7 @@ class ServiceClient:
         else:
             why = {
                 "max_tries": f"no attempts left (max_retries={self.config.max_retries})",
-                "deadline": f"total deadline of {self.config.timeout:g} s reached or too close",
+                "deadline": f"deadline reached or too close (own {self.config.timeout:g} s, or the request's)",
                 "non_retryable": f"{call.request.method} without Idempotency-Key, or an error retrying cannot fix",
                 "circuit_open": "the circuit breaker is open",
                 "budget_exhausted": f"the retry budget of {self.target} is spent "

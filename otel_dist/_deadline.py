@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["HEADER", "RequestContext", "current_request", "parse_deadline", "remaining_time"]
+__all__ = ["HEADER", "REQUEST", "RequestContext", "current_request", "parse_deadline", "remaining_time"]
+
 
 HEADER = "x-otel-dist-deadline-ms"
 HEADER_BYTES = HEADER.encode()
@@ -27,8 +28,9 @@ _MAX_DIGITS = 9  # ~11.5 days in ms: anything longer is capped by the server's o
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
+# The request being handled: the server layer sets and resets it.
 
-_current: ContextVar[RequestContext | None] = ContextVar("otel_dist_request", default=None)
+REQUEST: ContextVar[RequestContext | None] = ContextVar("otel_dist_request", default=None)
 
 
 def parse_deadline(raw: bytes) -> float | None:
@@ -39,45 +41,47 @@ def parse_deadline(raw: bytes) -> float | None:
 
 
 def current_request() -> RequestContext | None:
-    return _current.get()
+    return REQUEST.get()
 
 
 def remaining_time() -> float | None:
     """Seconds left before the deadline of the request being handled (may be <= 0); None outside a request."""
-    ctx = _current.get()
+    ctx = REQUEST.get()
     return None if ctx is None else ctx.deadline - time.monotonic()
 
 
 class RequestContext:
-    """One request's deadline (``time.monotonic()``), and the lazy watch for its caller disconnecting.
+    """One request's deadline (``time.monotonic()``), the task handling it, and the lazy disconnect watch.
 
-    Watching needs the ASGI ``receive`` channel, which the app may also read: once the watch runs,
-    the app's receive (:meth:`app_receive`) is served from what the watcher read.
+    The server layer arms one event-loop timer per request (:meth:`expire` at the deadline).  Watching
+    for a disconnect needs the ASGI ``receive`` channel, which the app may also read: once the watch
+    runs, the app's receive (:meth:`app_receive`) is served from what the watcher read.  Kept to a
+    handful of calls per request: the CI guard counts them.
     """
 
-    __slots__ = ("_buffer", "_disconnected", "_ready", "_receive", "_task", "_watcher", "cancelled", "deadline")
+    __slots__ = ("_buffer", "_disconnected", "_ready", "_receive", "_watcher", "cancelled", "deadline", "done", "task")
 
-    def __init__(self, deadline: float, receive: Receive) -> None:
+    def __init__(self, deadline: float, receive: Receive, task: asyncio.Task[Any] | None) -> None:
         self.deadline = deadline
-        self.cancelled: str | None = None  # "client_disconnect" once the watcher cancelled the request
+        self.task = task
+        self.cancelled: str | None = None  # "deadline" or "client_disconnect" once this cancelled the task
+        self.done = False  # the last body part was sent: nothing left to cancel for the caller
         self._receive = receive
-        self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._buffer: collections.deque[Message] = collections.deque()
-        self._ready: asyncio.Event | None = None
-        self._disconnected = False
 
-    def enter(self) -> Any:
-        return _current.set(self)
+    def expire(self) -> None:
+        """The deadline passed (event-loop timer)."""
+        self._cancel("deadline")
 
-    @staticmethod
-    def leave(token: Any) -> None:
-        _current.reset(token)
+    def _cancel(self, reason: str) -> None:
+        task = self.task
+        if not self.done and self.cancelled is None and task is not None and not task.done():
+            self.cancelled = reason
+            task.cancel(reason)
 
     async def app_receive(self) -> Message:
         if self._watcher is None:
             return await self._receive()
-        assert self._ready is not None
         while not self._buffer and not self._disconnected:
             self._ready.clear()
             await self._ready.wait()
@@ -85,39 +89,27 @@ class RequestContext:
 
     def watch(self) -> None:
         """Cancel the request's task if its caller disconnects (started by the first downstream call)."""
-        if self._watcher is not None or self.cancelled is not None:
+        if self._watcher is not None or self.cancelled is not None or self.task is None:
             return
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:
-            return
-        if task is None:
-            return
-        self._task = task
+        self._buffer: collections.deque[Message] = collections.deque()
         self._ready = asyncio.Event()
+        self._disconnected = False
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        assert self._ready is not None
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self._disconnected = True
                 self._ready.set()
-                if self._task is not None and not self._task.done():
-                    self.cancelled = "client_disconnect"
-                    self._task.cancel("client disconnected")
+                self._cancel("client_disconnect")
                 return
             self._buffer.append(message)
             self._ready.set()
 
-    def responded(self) -> None:
-        """The last body part is being sent: a disconnect seen from now on is the normal end of the exchange."""
-        self._task = None
-
     def close(self) -> None:
         """The request is over: stop watching."""
-        self._task = None
+        self.done = True
         watcher = self._watcher
         if watcher is not None and not watcher.done():
             watcher.cancel()

@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._deadline import HEADER_BYTES, RequestContext, parse_deadline
+from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
 from ._logs import LogSink
 from ._propagation import clean_correlation_id, correlation_id, extract_from_headers
 from ._settings import Settings
@@ -253,8 +253,12 @@ class ServerTelemetry:
         status = 500
         error_type: str | None = None
         started = False
-        request = RequestContext(time.monotonic() + budget, receive)
-        request_token = request.enter()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        request = RequestContext(time.monotonic() + budget, receive, task)
+        # One plain loop timer (fewer calls than asyncio.timeout); it cancels the task at the deadline.
+        timer = loop.call_at(loop.time() + budget, request.expire) if budget > 0 else None
+        request_token = REQUEST.set(request)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, started
@@ -263,35 +267,30 @@ class ServerTelemetry:
                 started = True
                 message["headers"] = [*message.get("headers", ()), *response_headers]
             elif not message.get("more_body", False):
-                request.responded()
+                request.done = True  # a disconnect or the deadline from now on cancels nothing
             await send(message)
 
         try:
             try:
-                async with asyncio.timeout(budget) as timer:
-                    await app(scope, request.app_receive, send_with_headers)
-            except TimeoutError:
-                if not timer.expired():
-                    raise  # the handler's own timeout, not this request's deadline
-                cancel_reason = "deadline"
-                if not started:
-                    await _answer_deadline_exceeded(send_with_headers)
+                await app(scope, request.app_receive, send_with_headers)
             except asyncio.CancelledError:
-                if request.cancelled is None:
+                if request.cancelled is None or task is None:
                     raise
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()  # ours: the caller is gone; nothing to answer
+                task.uncancel()  # ours: the deadline passed or the caller left; not an error
                 cancel_reason = request.cancelled
-                if not started:
+                if not started and cancel_reason == "deadline":
+                    await _answer_deadline_exceeded(send_with_headers)
+                elif not started:
                     status = _CLIENT_CLOSED
         except BaseException as exc:
             error_type = type(exc).__qualname__
             span.set_status(Status(StatusCode.ERROR, error_type))
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             request.close()
-            request.leave(request_token)
+            REQUEST.reset(request_token)
             duration = time.perf_counter() - start
             template = route_template(scope)
             if error_type is None and status >= 500:

@@ -19,10 +19,19 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["HEADER", "REQUEST", "RequestContext", "current_request", "parse_deadline", "remaining_time"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "HEADER",
+    "REQUEST",
+    "RequestContext",
+    "current_request",
+    "parse_deadline",
+    "remaining_time",
+]
 
 
 HEADER = "x-otel-dist-deadline-ms"
+DEADLINE_HEADER = HEADER  # the public name (otel_dist.DEADLINE_HEADER)
 HEADER_BYTES = HEADER.encode()
 _MAX_DIGITS = 9  # ~11.5 days in ms: anything longer is capped by the server's own timeout anyway
 

@@ -139,7 +139,7 @@ def create_app(
             _log.warning("fault injection is on", **faults.as_dict())
     install_doctor_route(app, tel, public=public, faults=faults)
     _add_error_handlers(app)
-    return instrument_app(app, telemetry=tel, middleware=layers, auth=not public)
+    return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
 
 def downstream(target: str) -> Callable[[Request], ServiceClient]:

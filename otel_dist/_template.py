@@ -136,7 +136,7 @@ def create_app(
         if faults.active:
             _log.warning("fault injection is on", **faults.as_dict())
     _add_error_handlers(app)
-    return instrument_app(app, telemetry=tel, middleware=layers, auth=not public)
+    return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
 
 def downstream(target: str) -> Callable[[Request], ServiceClient]:

@@ -1,13 +1,15 @@
 """The ``otel-dist`` command.
 
     otel-dist demo [--duration 20] [--rate 15] [--keep-running]
-    otel-dist stack up|down|status [--json] [options of collector/stack.py]
+    otel-dist stack up|down|status [--json] [--topology single|tiered] [options of collector/stack.py]
+    otel-dist trace TRACE_ID [--open]
     otel-dist new-service NAME [--calls auth,orders] [--dir .]
     otel-dist doctor URL... [--json] [--as NAME]
 
 ``demo`` runs the three example services with real traffic (see ``_demo``).
 ``stack`` delegates to ``collector/stack.py`` of the source checkout: the local
-OpenTelemetry Collector + Prometheus; the demo exports to it while it runs.
+OpenTelemetry Collector + Prometheus + Zipkin; the demo exports to it while it runs.
+``trace`` prints (and opens) a trace's page in the running stack's Zipkin.
 ``new-service`` writes a runnable service and its test (``_scaffold``).
 ``doctor`` checks running services for production readiness (``_doctor``).
 
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "stack":
         return _stack(args.action, extra, as_json=args.json)
+    if args.command == "trace" and not extra:
+        from ._trace_link import trace_link
+
+        return trace_link(args.trace_id, open_browser=args.open)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "new-service":
@@ -52,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="otel-dist", description="otel-dist: demo, local observability stack, new services, readiness checks"
+        prog="otel-dist",
+        description="otel-dist: demo, local observability stack, trace links, new services, readiness checks",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
@@ -68,11 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave the services up after the summary")
     stack = commands.add_parser(
         "stack",
-        help="start/stop the local collector + Prometheus (collector/stack.py)",
+        help="start/stop the local collector + Prometheus + Zipkin (collector/stack.py)",
         description="Delegates to collector/stack.py; extra options (--detach, --free-ports, ...) are passed on.",
     )
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--json", action="store_true", help="status: print JSON instead of a table")
+    trace = commands.add_parser(
+        "trace",
+        help="print the Zipkin link of a trace id (the local stack must be up)",
+        description="Print the running local stack's Zipkin page for TRACE_ID and whether Zipkin has it.",
+    )
+    trace.add_argument("trace_id", help="32 hex digits, as in traceparent, logs and exemplars")
+    trace.add_argument("--open", action="store_true", help="also open it in a browser")
     new = commands.add_parser(
         "new-service",
         help="write a runnable service (services/NAME/app.py) and its test",

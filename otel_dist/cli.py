@@ -150,13 +150,14 @@ def _stack(action: str, extra: list[str], *, as_json: bool) -> int:
             file=sys.stderr,
         )
         return 2
-    argv = [sys.executable, str(script), action, *extra]
+    argv = [sys.executable, str(script), *_global_first(extra, action)]
     env = dict(os.environ, OTEL_DIST_CLI_PROG="otel-dist stack")  # stack.py's hints name this command
     if action == "status" and not as_json:
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.stderr.write(done.stderr)
-            print("start it with: otel-dist stack up (or: otel-dist stack up --detach)", file=sys.stderr)
+            if "no stack running" in done.stderr:
+                print("start it with: otel-dist stack up (or: otel-dist stack up --detach)", file=sys.stderr)
             return done.returncode
         print(status_table(done.stdout))
         return 0
@@ -164,6 +165,19 @@ def _stack(action: str, extra: list[str], *, as_json: bool) -> int:
         return subprocess.call(argv, env=env)
     except KeyboardInterrupt:  # the foreground stack got Ctrl-C too and stops itself
         return 130
+
+
+def _global_first(extra: list[str], action: str) -> list[str]:
+    """stack.py's own options (``--state-file PATH``) go before its subcommand, the others after it."""
+    before, after, rest = [], [], iter(extra)
+    for arg in rest:
+        if arg == "--state-file":
+            before += [arg, next(rest, "")]
+        elif arg.startswith("--state-file="):
+            before.append(arg)
+        else:
+            after.append(arg)
+    return [*before, action, *after]
 
 
 def status_table(status_json: str) -> str:

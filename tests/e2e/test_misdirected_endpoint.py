@@ -1,4 +1,4 @@
-"""A service pointed at the collector's gRPC port with the OTLP/HTTP exporter: one clear line per signal.
+"""A service pointed at the collector's gRPC port: one clear line per signal; `otel-dist stack status` meanwhile.
 
 Against the real collector built from collector/ (its OTLP gRPC receiver), for six seconds of traffic with
 100 ms batches and a 500 ms metric push: dozens of failed exports, three lines.
@@ -11,12 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from collector.stack import DEFAULT_COLLECTOR_BIN, ENV_PROMETHEUS_BIN, start_stack
 from tests.conftest import require
 from tests.example_services import clean_env
+
+BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
 
@@ -47,8 +50,19 @@ def test_a_grpc_port_is_reported_once_per_signal_with_the_fix(tmp_path):
             OTEL_METRIC_EXPORT_INTERVAL="500",
         )
         run = subprocess.run([sys.executable, "-c", APP], env=env, capture_output=True, text=True, timeout=180)
+        # While it runs, `otel-dist stack status` shows this stack as a table (JSON with --json).
+        status = [str(BIN / "otel-dist"), "stack", "status", "--state-file", str(tmp_path / "stack.json")]
+        table = subprocess.run(status, capture_output=True, text=True, timeout=60)
+        as_json = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=60)
     finally:
         stack.stop()
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("otel-dist stack: running, up ")
+    for name, pid in stack.pids.items():
+        assert f"  {name:<22} {pid:>8}  up" in table.stdout.splitlines()
+    assert f"  {'otlp_grpc':<22} {grpc}" in table.stdout.splitlines()
+    assert "stop: otel-dist stack down" in table.stdout
+    assert json.loads(as_json.stdout)["pids"] == stack.pids
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.strip() == ""  # nothing in plain text, at shutdown or before
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]

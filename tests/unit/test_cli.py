@@ -37,3 +37,16 @@ def test_stack_status_is_a_table():
     assert "  prometheus                  103  DOWN" in table
     assert "  otlp_http              http://127.0.0.1:4318" in table
     assert table[-1] == "  JSON: otel-dist stack status --json; stop: otel-dist stack down"
+
+
+def test_stack_options_reach_stack_py_in_the_order_it_parses_them():
+    from otel_dist.cli import _global_first
+
+    assert _global_first(["--state-file", "s.json", "--detach", "--free-ports"], "up") == [
+        "--state-file",
+        "s.json",
+        "up",
+        "--detach",
+        "--free-ports",
+    ]
+    assert _global_first(["--state-file=s.json"], "status") == ["--state-file=s.json", "status"]

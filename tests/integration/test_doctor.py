@@ -12,6 +12,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
+
+from otel_dist import TokenMinter
 from otel_dist.testing import free_port, register_secret
 from tests.example_services import clean_env, start_example_services
 
@@ -132,6 +135,21 @@ def test_doctor_without_a_key_still_checks_what_is_public(tmp_path):
         procs = start_example_services(tmp_path, {"SERVICE_JWT_SECRET": secret}, cleanup)
         result = doctor(procs["orders"].url, env=clean_env())
         unreachable = doctor(f"http://127.0.0.1:{free_port()}", env=clean_env())
+        # What /_doctor shows: behind a service token (also on the public gateway), and never the secret.
+        for name in ("orders", "gateway"):
+            url = procs[name].url + "/_doctor"
+            assert httpx.get(url).status_code == 401
+            token = TokenMinter("otel-dist-doctor", secret).token(name)
+            report = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+            assert report.status_code == 200
+            assert secret not in report.text and token not in report.text
+            body = report.json()
+            assert body["service"] == name and body["auth"]["signing_key"] == {
+                "type": "hmac",
+                "bytes": 64,
+                "estimated_bits": body["auth"]["signing_key"]["estimated_bits"],
+            }
+            assert body["auth"]["public_edge"] is (name == "gateway")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     config = line_of(out, "orders", "configuration")

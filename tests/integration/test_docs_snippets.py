@@ -42,6 +42,24 @@ def _workspace(tmp: Path) -> Path:
     return ws
 
 
+def _end_group(pgid: int, grace: float = 15.0) -> None:
+    """SIGTERM the block's process group, SIGKILL what is left after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    sig = signal.SIGTERM
+    while True:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGKILL:
+            return
+        time.sleep(0.1)
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        else:
+            sig = 0  # type: ignore[assignment]  # 0: only check whether any member is left
+
+
 def _run(block: Block, code: str, ws: Path, env: dict[str, str]) -> str:
     if block.lang == "python":
         script = ws / ".snippet.py"
@@ -57,10 +75,7 @@ def _run(block: Block, code: str, ws: Path, env: dict[str, str]) -> str:
     except subprocess.TimeoutExpired:
         out = "(timed out)"
     finally:
-        try:  # background jobs the block started (`uvicorn ... &`) end with it
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _end_group(proc.pid)  # background jobs the block started (`uvicorn ... &`) end with it
         proc.wait()
     assert proc.returncode == 0, f"{block.where}: {block.lang} block failed ({proc.returncode}):\n{code}\n---\n{out}"
     return out

@@ -15,6 +15,8 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from ._bootstrap import bootstrap, current
+from ._settings import ConfigError
+from ._startup import exit_now
 
 _SERVER_INSTRUMENTORS = frozenset(("fastapi", "asgi", "starlette"))
 
@@ -35,4 +37,9 @@ class OtelDistDistro(BaseDistro):
 
 class OtelDistConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
-        bootstrap()
+        # Upstream logs and swallows a configurator's exception, and the app would then serve
+        # with no telemetry at all: a bad setting stops the process instead, like bootstrap().
+        try:
+            bootstrap()
+        except ConfigError as error:
+            exit_now(error)

@@ -65,7 +65,7 @@ class TelemetryCapture:
 
     # --- spans ---
     def spans(self) -> list[ReadableSpan]:
-        self.telemetry.tracer_provider.force_flush()
+        self.telemetry.force_flush()
         return list(self._spans.get_finished_spans())
 
     def span(self, name: str) -> ReadableSpan:
@@ -108,7 +108,7 @@ class TelemetryCapture:
     def record(self) -> None:
         """Hand everything captured so far to the secrets check (see ``leaked_secrets``)."""
         try:
-            self.telemetry.tracer_provider.force_flush()
+            self.telemetry.force_flush()
             parts = [self._stream.getvalue()]
             parts += [span.to_json(indent=None) for span in self._spans.get_finished_spans()]
             parts += [log.to_json(indent=None) for log in self._otel_logs.get_finished_logs()]

@@ -67,7 +67,12 @@ REGIONS = {"settings-table": settings_markdown, "conformance-table": conformance
 def render(text: str) -> str:
     for name, make in REGIONS.items():
         pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
-        text = pattern.sub(lambda m, body=make(): m.group(1) + body + "\n" + m.group(2), text)
+        body = make()
+
+        def fill(match: re.Match[str], body: str = body) -> str:
+            return match.group(1) + body + "\n" + match.group(2)
+
+        text = pattern.sub(fill, text)
     return text
 
 

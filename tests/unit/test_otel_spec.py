@@ -191,7 +191,7 @@ def test_batch_size_larger_than_the_queue_is_refused():
 def test_semconv_opt_in_keeps_stable_http_and_database_and_refuses_unknown_values():
     assert load_settings({}).semconv_opt_in == ("http", "database")
     assert load_settings({"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}).semconv_opt_in == ("http/dup", "database")
-    with pytest.raises(ConfigError, match="^OTEL_SEMCONV_STABILITY_OPT_IN"):
+    with pytest.raises(ConfigError, match=r"^OTEL_SEMCONV_STABILITY_OPT_IN"):
         load_settings({"OTEL_SEMCONV_STABILITY_OPT_IN": "htp"})
 
 
@@ -240,11 +240,11 @@ def test_disabled_instrumentations(disabled):
 
 
 def test_an_unknown_instrumentation_name_is_refused():
-    with pytest.raises(ConfigError, match="^OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: invalid value 'fastpi'"):
+    with pytest.raises(ConfigError, match=r"^OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: invalid value 'fastpi'"):
         load_settings({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastpi"})
 
 
 def test_auth_on_without_a_service_name_fails_at_startup_naming_otel_service_name():
     with capture_telemetry(env={"SERVICE_JWT_SECRET": "s" * 40}):
-        with pytest.raises(ConfigError, match="^OTEL_SERVICE_NAME: required when service auth is on"):
+        with pytest.raises(ConfigError, match=r"^OTEL_SERVICE_NAME: required when service auth is on"):
             instrument_app(hello_app())

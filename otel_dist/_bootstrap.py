@@ -28,7 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 
-from . import _instrumentation, _metrics, _propagation, _providers, _resource
+from . import _capture, _instrumentation, _metrics, _propagation, _providers, _resource
 from ._logs import JsonLogHandler, LogSink
 from ._settings import Settings, load_settings
 
@@ -138,7 +138,7 @@ def _set_sdk_environment(settings: Settings) -> None:
     for variable, value in (
         ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", settings.capture_client_request_headers),
         ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", settings.capture_client_response_headers),
-        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", settings.capture_sanitize_fields),
+        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", _capture.sanitize_fields(settings)),
         ("OTEL_PYTHON_HTTPX_EXCLUDED_URLS", settings.client_excluded_urls),
     ):
         if value:

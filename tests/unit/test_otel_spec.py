@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from otel_dist import ConfigError, instrument_app, load_settings
 from otel_dist._providers import metric_preferences
@@ -248,3 +249,99 @@ def test_auth_on_without_a_service_name_fails_at_startup_naming_otel_service_nam
     with capture_telemetry(env={"SERVICE_JWT_SECRET": "s" * 40}):
         with pytest.raises(ConfigError, match=r"^OTEL_SERVICE_NAME: required when service auth is on"):
             instrument_app(hello_app())
+
+
+# ---------------------------------------------------------------- propagators, excluded URLs, header capture
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("propagators", "headers"),
+    [
+        ("b3", {"b3": f"{TRACE_ID}-{SPAN_ID}-1"}),
+        ("b3multi", {"X-B3-TraceId": TRACE_ID, "X-B3-SpanId": SPAN_ID, "X-B3-Sampled": "1"}),
+        ("jaeger", {"uber-trace-id": f"{TRACE_ID}:{SPAN_ID}:0:1"}),
+        ("tracecontext,b3", {"b3": f"{TRACE_ID}-{SPAN_ID}-1"}),
+    ],
+)
+def test_installed_propagators_extract_their_headers_and_inject_on_the_way_out(propagators, headers):
+    with capture_telemetry(env={"OTEL_PROPAGATORS": propagators}) as cap:
+        app = hello_app()
+
+        @app.get("/outbound")
+        async def outbound() -> dict[str, str]:
+            from opentelemetry import propagate
+
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            return carrier
+
+        with serve_app(instrument_app(app, auth=False)) as url, suppress_http_instrumentation():
+            # (suppressed: the instrumented test client would inject its own trace over ours)
+            injected = httpx.get(url + "/outbound", headers=headers).json()
+        server = next(s for s in cap.spans() if s.kind.name == "SERVER")
+        assert format(server.context.trace_id, "032x") == TRACE_ID
+        assert format(server.parent.span_id, "016x") == SPAN_ID
+        first = propagators.split(",")[-1]
+        expected_header = {"b3": "b3", "b3multi": "x-b3-traceid", "jaeger": "uber-trace-id"}[first]
+        assert TRACE_ID in injected[expected_header]
+
+
+def test_an_unknown_propagator_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"^OTEL_PROPAGATORS: invalid value 'b4'; accepted: .*installed"):
+        load_settings({"OTEL_PROPAGATORS": "b4"})
+
+
+@pytest.mark.parametrize(
+    ("env", "traced"),
+    [
+        ({"OTEL_PYTHON_EXCLUDED_URLS": "hel+o$,/other"}, {"/hello": False, "/items/1": True}),
+        (
+            {"OTEL_PYTHON_EXCLUDED_URLS": "items", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "hello"},
+            {"/hello": False, "/items/1": True},
+        ),
+        ({"OTEL_PYTHON_EXCLUDED_URLS": r"127\.0\.0\.1:\d+/items"}, {"/hello": True, "/items/1": False}),
+    ],
+    ids=["generic-regex", "fastapi-wins", "full-url"],
+)
+def test_excluded_urls_get_no_span_metrics_or_access_line(env, traced):
+    with capture_telemetry(env=env) as cap:
+        app = hello_app()
+
+        @app.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            return {"item_id": item_id}
+
+        with serve_app(instrument_app(app, auth=False)) as url:
+            for path in traced:
+                assert httpx.get(url + path).status_code == 200
+        routes = {s.attributes["url.path"] for s in cap.spans() if s.kind.name == "SERVER"}
+        access = {line["url.path"] for line in cap.log_lines() if line["logger"] == "otel_dist.access"}
+        assert routes == access == {path for path, on in traced.items() if on}
+        assert cap.metric_value("http.server.request.duration") == sum(traced.values())
+
+
+def test_server_and_client_header_capture_with_sanitizing():
+    env = {
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-tenant,X-Session.*,authorization",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE": "content-type",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": "x-tenant",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE": "content-length",
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": "session",
+    }
+    with capture_telemetry(env=env) as cap:
+        with serve_app(instrument_app(hello_app(), auth=False)) as url:
+            with httpx.Client() as client:
+                headers = {"X-Tenant": "acme", "X-Session-Id": "s3cr3t-session", "Authorization": "Bearer abc.def"}
+                client.get(url + "/hello", headers=headers)
+        server = next(s for s in cap.spans() if s.kind.name == "SERVER")
+        assert server.attributes["http.request.header.x_tenant"] == ("acme",)
+        assert server.attributes["http.request.header.x_session_id"] == ("[REDACTED]",)
+        assert server.attributes["http.request.header.authorization"] == ("[REDACTED]",)  # always
+        assert server.attributes["http.response.header.content_type"] == ("application/json",)
+        assert "http.request.header.user_agent" not in server.attributes
+        client_span = next(s for s in cap.spans() if s.kind.name == "CLIENT")
+        assert client_span.attributes["http.request.header.x_tenant"] == ("acme",)
+        assert client_span.attributes["http.response.header.content_length"] == ("17",)

@@ -345,3 +345,15 @@ def test_server_and_client_header_capture_with_sanitizing():
         client_span = next(s for s in cap.spans() if s.kind.name == "CLIENT")
         assert client_span.attributes["http.request.header.x_tenant"] == ("acme",)
         assert client_span.attributes["http.response.header.content_length"] == ("17",)
+
+
+def test_grpc_without_the_extra_is_refused_naming_the_extra(monkeypatch):
+    import sys
+
+    # The package is installed here (the test extra); a None entry makes Python's import fail
+    # exactly as it does where otel-dist[grpc] was not installed.
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}
+    with pytest.raises(ConfigError, match=r"^OTEL_EXPORTER_OTLP_TRACES_PROTOCOL .*needs the extra otel-dist\[grpc\]"):
+        with capture_telemetry(env=env):
+            pass

@@ -134,15 +134,22 @@ def _set_sdk_environment(settings: Settings) -> None:
     # db.system.name, db.query.text, ...) in the contrib instrumentations, matching
     # our server span and database metrics (plus whatever the user opted into).
     os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = ",".join(settings.semconv_opt_in)
-    # The contrib httpx instrumentation reads these itself: hand it the validated values.
+    # The contrib httpx instrumentation reads these itself: hand it the validated values (and
+    # clear what an earlier bootstrap in this process set, so nothing leaks between them).
+    capturing = settings.capture_client_request_headers or settings.capture_client_response_headers
     for variable, value in (
         ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", settings.capture_client_request_headers),
         ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", settings.capture_client_response_headers),
-        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", _capture.sanitize_fields(settings)),
+        (
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
+            _capture.sanitize_fields(settings) if capturing else (),
+        ),
         ("OTEL_PYTHON_HTTPX_EXCLUDED_URLS", settings.client_excluded_urls),
     ):
         if value:
             os.environ[variable] = ",".join(value)
+        else:
+            os.environ.pop(variable, None)
 
 
 class Extras:

@@ -30,6 +30,8 @@ class OtelDistDistro(BaseDistro):
         owner = tel.settings.server_instrumentation if tel else "otel-dist"
         if entry_point.name in _SERVER_INSTRUMENTORS and owner != "contrib":
             return
+        if tel is not None and tel.settings.sdk_disabled:
+            return  # OTEL_SDK_DISABLED: nothing to instrument into
         instrumentor = entry_point.load()()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(**kwargs)

@@ -120,6 +120,7 @@ def instrument_fastapi(telemetry: Telemetry) -> None:
             tracer=tel.tracer("otel_dist.server"),
             meter=tel.meter("otel_dist.server"),
             sink=tel.log_sink,
+            public=bool(getattr(self.state, "otel_dist_public", False)),
         )
 
     setattr(build_middleware_stack, _MARK, True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -766,6 +767,35 @@ class Settings:
         accepts="seconds, > 0",
         doc="how long a breaker stays open before a probe",
     )
+    client_retry_budget: float = _setting(
+        "SERVICE_CLIENT_RETRY_BUDGET",
+        default=0.2,
+        parse=_number(float, 0.0, 10.0),
+        accepts="a ratio from 0 to 10",
+        doc="retries allowed per target, as a fraction of its calls over the budget window (0.2 = +20% load)",
+    )
+    client_retry_budget_min: float = _setting(
+        "SERVICE_CLIENT_RETRY_BUDGET_MIN_PER_SECOND",
+        default=3.0,
+        parse=_number(float, 0.0, 1000.0),
+        accepts="retries per second, 0 to 1000",
+        doc="retries per second per target always allowed on top of the ratio (a quiet service still retries)",
+    )
+    client_retry_budget_window: float = _setting(
+        "SERVICE_CLIENT_RETRY_BUDGET_WINDOW",
+        default=10.0,
+        parse=_number(float, 1.0, 600.0),
+        accepts="seconds, 1 to 600",
+        doc="sliding window over which calls and retries are counted",
+    )
+    request_timeout: float = _setting(
+        "SERVICE_REQUEST_TIMEOUT",
+        default=30.0,
+        parse=_number(float, 0.001, 3600.0),
+        accepts="seconds, 0.001 to 3600",
+        doc="deadline of each request this service handles: public apps start it here, others take the "
+        "caller's x-otel-dist-deadline-ms when shorter; handler and downstream calls are cancelled at it",
+    )
     # --- service auth (seed names) ---
     jwt_secret: str | None = _setting(
         "SERVICE_JWT_SECRET",
@@ -1079,6 +1109,40 @@ def settings_table() -> list[dict[str, Any]]:
         }
         for f in dataclasses.fields(Settings)
     ]
+
+
+# --- one family of settings, by a naming rule: the URL of any downstream service ---
+
+SERVICE_URL_RULE = "<NAME>_SERVICE_URL"
+SERVICE_URL_DOC = (
+    "base URL of the service NAME called through create_app(downstreams=['NAME']): the name upper-cased, "
+    "every character other than a letter or digit turned into '_' (inventory -> INVENTORY_SERVICE_URL, "
+    "user-profile -> USER_PROFILE_SERVICE_URL)"
+)
+_SERVICE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+
+
+def service_url_variable(service: str) -> str:
+    """The variable holding `service`'s URL: ``inventory`` -> ``INVENTORY_SERVICE_URL``."""
+    if not isinstance(service, str) or not _SERVICE.fullmatch(service):
+        raise ConfigError(
+            f"create_app(downstreams=[{service!r}]): not a service name; "
+            "accepted: a letter, then up to 62 letters, digits, '-', '_' or '.'"
+        )
+    return re.sub(r"[^A-Za-z0-9]", "_", service).upper() + "_SERVICE_URL"
+
+
+def service_url(service: str, settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """`service`'s base URL: its row of the table when it has one (auth, orders), else the environment by the rule."""
+    variable = service_url_variable(service)
+    for f in dataclasses.fields(Settings):
+        if variable in f.metadata["env"]:
+            return getattr(settings, f.name)
+    raw = (os.environ if env is None else env).get(variable, "")
+    try:
+        return _url(raw)
+    except ValueError:
+        raise ConfigError(f"{variable}: invalid value {raw!r}; accepted: an http:// or https:// URL") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -65,6 +65,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         user_secret=user_secret,
         OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
         OTEL_METRICS_EXPORTER="prometheus",
+        # The burst queues 1,000 requests on purpose (tens of seconds on a loaded box); the default
+        # 30 s request deadline would shed the tail as 504s, which is what a deadline is for, but this
+        # test is about losing nothing under a burst.
+        SERVICE_REQUEST_TIMEOUT="120",
     )
     try:
         credentials = {"username": "loader", "password": PASSWORD}

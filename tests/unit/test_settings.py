@@ -102,3 +102,31 @@ def test_every_setting_is_documented_in_one_table():
     assert len(rows) == len({r["name"] for r in rows})
     assert all(r["env"] and r["accepts"] and r["doc"] for r in rows)
     assert {r["name"] for r in rows if r["secret"]} >= {"jwt_secret", "otlp_headers"}
+
+
+def test_any_downstream_name_has_a_url_variable_by_the_documented_rule():
+    from otel_dist._settings import service_url, service_url_variable
+
+    assert service_url_variable("inventory") == "INVENTORY_SERVICE_URL"
+    assert service_url_variable("user-profile") == "USER_PROFILE_SERVICE_URL"
+    assert service_url_variable("billing.v2") == "BILLING_V2_SERVICE_URL"
+    settings = load_settings(env={"AUTH_SERVICE_URL": "http://auth:8000/"})
+    env = {"INVENTORY_SERVICE_URL": "http://inventory:8000/", "AUTH_SERVICE_URL": "http://elsewhere"}
+    assert service_url("inventory", settings, env) == "http://inventory:8000"
+    assert service_url("auth", settings, env) == "http://auth:8000"  # a row of the table wins: it was loaded
+    assert service_url("shipping", settings, env) is None
+    with pytest.raises(ConfigError, match=r"^INVENTORY_SERVICE_URL: invalid value 'inventory:8000'; accepted: an http"):
+        service_url("inventory", settings, {"INVENTORY_SERVICE_URL": "inventory:8000"})
+    for bad in ("", "9lives", "a b", "x/y"):
+        with pytest.raises(ConfigError, match="not a service name"):
+            service_url_variable(bad)
+
+
+def test_the_public_api_is_complete_and_lazy():
+    import otel_dist
+
+    assert sorted(otel_dist.__all__) == sorted(otel_dist._MODULE_OF)
+    for name in otel_dist.__all__:
+        assert getattr(otel_dist, name) is not None
+    with pytest.raises(AttributeError):
+        otel_dist.no_such_name  # noqa: B018

@@ -19,18 +19,25 @@ def _read(path: str | None) -> bytes | None:
         return fh.read()
 
 
-def grpc_exporter(target: OtlpTarget, metric_preferences: dict[str, Any], meter_provider: Any) -> Any:
-    variable = f"OTEL_EXPORTER_OTLP_{target.signal.upper()}_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL"
+def require(signal: str) -> None:
+    """Checked with the settings, before anything is built: a ConfigError naming the extra if it is missing."""
     try:
-        import grpc
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        import grpc  # noqa: F401
+        from opentelemetry.exporter.otlp.proto.grpc import _log_exporter, metric_exporter, trace_exporter  # noqa: F401
     except ImportError:
         raise ConfigError(
-            f"{variable}: grpc needs the extra otel-dist[grpc] (pip install 'otel-dist[grpc]'); "
-            "accepted: http/protobuf, or grpc with the extra installed"
+            f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL: grpc needs the extra "
+            "otel-dist[grpc] (pip install 'otel-dist[grpc]'); accepted: http/protobuf, or grpc with the extra installed"
         ) from None
+
+
+def grpc_exporter(target: OtlpTarget, metric_preferences: dict[str, Any], meter_provider: Any) -> Any:
+    require(target.signal)
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
     insecure = target.endpoint.startswith("http://")
     credentials = None
     if not insecure:

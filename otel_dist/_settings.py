@@ -1258,8 +1258,13 @@ def _check(s: Settings) -> None:
                 f"OTEL_{prefix}_MAX_EXPORT_BATCH_SIZE: {batch} is larger than OTEL_{prefix}_MAX_QUEUE_SIZE={queue}; "
                 "accepted: at most the queue size"
             )
+    exporting = {"traces": s.trace_exporters, "metrics": s.metric_exporters, "logs": s.log_exporters}
     for signal in ("traces", "metrics", "logs"):
         target = s.otlp(signal)
+        if target.protocol == "grpc" and "otlp" in exporting[signal]:
+            from ._grpc import require
+
+            require(signal)
         if (target.client_key is None) != (target.client_certificate is None):
             raise ConfigError(
                 f"OTEL_EXPORTER_OTLP_{signal.upper()}_CLIENT_KEY / _CLIENT_CERTIFICATE (or the generic ones)"

@@ -357,3 +357,22 @@ def test_grpc_without_the_extra_is_refused_naming_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"^OTEL_EXPORTER_OTLP_TRACES_PROTOCOL .*needs the extra otel-dist\[grpc\]"):
         with capture_telemetry(env=env):
             pass
+
+
+def test_logging_auto_instrumentation_false_keeps_logs_on_stdout_only():
+    env = {"OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "false", "OTEL_LOGS_EXPORTER": "console"}
+    with capture_telemetry(env=env) as cap:
+        import logging
+
+        logging.getLogger("app").warning("stdout only")
+        assert cap.telemetry.settings.log_exporters == ()
+        assert not any(r.log_record.body == "stdout only" for r in cap.otel_logs())
+        assert any(line["message"] == "stdout only" for line in cap.log_lines())
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), ("error", "ERROR")])
+def test_otel_log_level_sets_the_sdk_loggers_level(value, level):
+    import logging
+
+    with capture_telemetry(env={"OTEL_LOG_LEVEL": value}):
+        assert logging.getLogger("opentelemetry").level == getattr(logging, level)

@@ -19,11 +19,16 @@ def _read(path: str | None) -> bytes | None:
         return fh.read()
 
 
+_EXPORTER_MODULES = ("trace_exporter", "metric_exporter", "_log_exporter")
+
+
 def require(signal: str) -> None:
     """Checked with the settings, before anything is built: a ConfigError naming the extra if it is missing."""
+    import importlib
+
     try:
-        import grpc  # noqa: F401
-        from opentelemetry.exporter.otlp.proto.grpc import _log_exporter, metric_exporter, trace_exporter  # noqa: F401
+        for module in ("grpc", *(f"opentelemetry.exporter.otlp.proto.grpc.{m}" for m in _EXPORTER_MODULES)):
+            importlib.import_module(module)
     except ImportError:
         raise ConfigError(
             f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL: grpc needs the extra "

@@ -246,7 +246,7 @@ def _instrument_libraries(tel: Telemetry) -> None:
     """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS and OTEL_SDK_DISABLED switch these off (sqlalchemy: see _db)."""
     s = tel.settings
     if not s.sdk_disabled and "httpx" not in s.disabled_instrumentations:
-        _instrumentation.instrument_httpx()
+        _instrumentation.instrument_httpx(tel)
     _instrumentation.instrument_fastapi(tel)  # always: it also installs the auth layers
     if s.server_instrumentation == "contrib" and not s.sdk_disabled and "fastapi" not in s.disabled_instrumentations:
         _instrumentation.instrument_fastapi_contrib()

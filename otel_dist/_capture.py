@@ -48,6 +48,14 @@ def server_exclusion(settings: Settings) -> Any:
     return is_excluded
 
 
+def client_exclusion(settings: Settings) -> Any:
+    """A predicate on the request URL for the httpx layer, or None when nothing is excluded."""
+    patterns = settings.client_excluded_urls
+    if not patterns:
+        return None
+    return parse_excluded_urls(",".join(patterns)).url_disabled
+
+
 class HeaderCapture:
     """Captured request or response headers as span attributes (None from :func:`build` when off)."""
 
@@ -72,23 +80,3 @@ def build(settings: Settings, side: str, direction: str) -> HeaderCapture | None
     if not patterns:
         return None
     return HeaderCapture(patterns, sanitize_fields(settings), response=direction == "response")
-
-
-def capture_client_headers(
-    span: Any,
-    settings: Settings,
-    request_headers: Iterable[tuple[Any, Any]] | None = None,
-    response_headers: Iterable[tuple[Any, Any]] | None = None,
-) -> None:
-    """For a client instrumentation: record the configured request/response headers on `span`.
-
-    Cheap when header capture is off (the default); call it with whichever headers you have.
-    """
-    if not (settings.capture_client_request_headers or settings.capture_client_response_headers):
-        return
-    if not span.is_recording():
-        return
-    for headers, direction in ((request_headers, "request"), (response_headers, "response")):
-        capture = build(settings, "client", direction) if headers is not None else None
-        if capture is not None:
-            span.set_attributes(capture.attributes(headers))  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Which libraries are instrumented, and by whom.
 
-- httpx: the contrib ``HTTPXClientInstrumentor`` (one CLIENT span per attempt).
+- httpx: otel-dist's lean layer (``_httpx``: one CLIENT span per request sent, trace context only to
+  this system's hosts), or the contrib ``HTTPXClientInstrumentor`` (``OTEL_DIST_CLIENT_INSTRUMENTATION=contrib``).
 - FastAPI: otel-dist's lean :class:`ServerTelemetry` layer, added around every
   app's middleware stack when the stack is built.  FastAPI's native telemetry
   is switched off for that app so there is exactly one server span; the contrib
@@ -10,10 +11,12 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _capture, _httpx
+from ._httpx import redact_url
 from ._server import ASGIApp, ServerTelemetry
 from ._startup import wrap_lifespan
 
@@ -23,22 +26,6 @@ if TYPE_CHECKING:
 MiddlewareFactory = Callable[[ASGIApp], ASGIApp]
 _MARK = "_otel_dist_wrapped"
 _active: dict[str, Telemetry] = {}
-
-
-# Query parameters whose values are credentials.  The contrib instrumentation redacts
-# userinfo and only AWSAccessKeyId, Signature, sig and X-Goog-Signature in `url.full`.
-_SECRET_QUERY = re.compile(
-    r"([?&;](?:[\w.-]*(?:token|secret|password|passwd|api[_-]?key|apikey|signature|credential|session)[\w.-]*"
-    r"|key|code|auth|sig)=)[^&;#]*",
-    re.IGNORECASE,
-)
-
-
-def redact_url(url: str) -> str:
-    """`url` with credentials and the values of credential-like query parameters replaced by REDACTED."""
-    from opentelemetry.util.http import redact_url as contrib_redact_url
-
-    return _SECRET_QUERY.sub(r"\1REDACTED", contrib_redact_url(url))
 
 
 def _redact_url_full(span: Any, request: Any) -> None:
@@ -51,12 +38,28 @@ async def _async_redact_url_full(span: Any, request: Any) -> None:
     _redact_url_full(span, request)
 
 
-def instrument_httpx() -> None:
+def instrument_httpx(telemetry: Telemetry) -> None:
+    """otel-dist's lean httpx layer (default), or the contrib instrumentor; never both."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    instrumentor = HTTPXClientInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(request_hook=_redact_url_full, async_request_hook=_async_redact_url_full)
+    settings = telemetry.settings
+    contrib = HTTPXClientInstrumentor()
+    if settings.client_instrumentation == "contrib":
+        _httpx.uninstrument()
+        if not contrib.is_instrumented_by_opentelemetry:
+            contrib.instrument(request_hook=_redact_url_full, async_request_hook=_async_redact_url_full)
+        return
+    if contrib.is_instrumented_by_opentelemetry:
+        contrib.uninstrument()
+    service_urls = [getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name.endswith("_service_url")]
+    _httpx.configure(
+        telemetry.tracer("otel_dist.httpx"),
+        telemetry.meter("otel_dist.httpx"),
+        [settings.otlp_endpoint, *service_urls],
+        excluded=_capture.client_exclusion(settings),
+        capture=(_capture.build(settings, "client", "request"), _capture.build(settings, "client", "response")),
+    )
+    _httpx.instrument()
 
 
 def _has_contrib_middleware(stack: Any) -> bool:

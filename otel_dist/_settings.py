@@ -629,6 +629,14 @@ class Settings:
         accepts="otel-dist, contrib, native",
         doc="who owns the server span: otel-dist's lean layer, the contrib FastAPI instrumentor, or FastAPI itself",
     )
+    client_instrumentation: str = _setting(
+        "OTEL_DIST_CLIENT_INSTRUMENTATION",
+        default="otel-dist",
+        parse=_choice("otel-dist", "contrib"),
+        accepts="otel-dist, contrib",
+        doc="who makes httpx CLIENT spans: otel-dist's lean layer (trace context only to this system's "
+        "services and the collector), or the contrib HTTPXClientInstrumentor (trace context to every host)",
+    )
     metrics_path: str = _setting(
         "OTEL_DIST_METRICS_PATH",
         default="/metrics",

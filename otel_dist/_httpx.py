@@ -188,9 +188,9 @@ def _end(
         end["network.protocol.version"] = version
     if error_type is not None:
         end["error.type"] = error_type
+        span.set_status(Status(StatusCode.ERROR, error_type if error is not None else None))
     if response is not None and _state.capture_response is not None:
         span.set_attributes(_state.capture_response.attributes(response.headers.raw))
-        span.set_status(Status(StatusCode.ERROR, error_type if error is not None else None))
     if end:
         span.set_attributes(end)
     span.end()

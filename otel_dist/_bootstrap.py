@@ -28,7 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 
-from . import _capture, _instrumentation, _metrics, _propagation, _providers, _resource
+from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
 from ._logs import JsonLogHandler, LogSink
 from ._settings import Settings, load_settings
 
@@ -242,6 +242,11 @@ def _route_stdlib_logging(tel: Telemetry) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _report_export_failures(tel: Telemetry) -> None:
+    """A failing OTLP export: once per signal with its likely cause, then a count a minute."""
+    _export_errors.install(tel.settings.otlp_endpoint)
+
+
 def _instrument_libraries(tel: Telemetry) -> None:
     """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS and OTEL_SDK_DISABLED switch these off (sqlalchemy: see _db)."""
     s = tel.settings
@@ -324,6 +329,7 @@ SETUP_STEPS = (
     _set_global_providers,
     _install_propagators,
     _route_stdlib_logging,
+    _report_export_failures,
     _instrument_libraries,
     _register_exit_and_fork,
     _log_configuration,

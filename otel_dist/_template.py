@@ -38,6 +38,7 @@ from sqlalchemy.sql.schema import MetaData
 from ._auth import JWKS_PATH, service_auth
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, database_url
+from ._doctor_route import DOCTOR_PATH, install_doctor_route
 from ._faults import FaultInjection, FaultState, install_fault_admin
 from ._health import Readiness, ReadinessCheck, install_health
 from ._instrumentation import MiddlewareFactory
@@ -126,15 +127,17 @@ def create_app(
     app.state.readiness = readiness
     install_health(app, service=service, version=service_version, readiness=readiness)
     layers = list(middleware or ())
+    faults: FaultState | None = None
     if not settings.production:
         faults = FaultState(settings.fault_error_rate, settings.fault_latency_ms)
         app.state.faults = faults
-        exempt = {*settings.untraced_paths, "/health", "/ready", settings.metrics_path, JWKS_PATH}
-        layers.append(_fault_layer(faults, exempt))
+        exempt = {*settings.untraced_paths, "/health", "/ready", settings.metrics_path, JWKS_PATH, DOCTOR_PATH}
+        layers.append(_fault_layer(faults, exempt, app))
         if not public:
             install_fault_admin(app, faults)
         if faults.active:
             _log.warning("fault injection is on", **faults.as_dict())
+    install_doctor_route(app, tel, public=public, faults=faults)
     _add_error_handlers(app)
     return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
@@ -198,9 +201,9 @@ def _breaker_check(target: str) -> ReadinessCheck:
     return check
 
 
-def _fault_layer(state: FaultState, exempt: set[str]) -> MiddlewareFactory:
+def _fault_layer(state: FaultState, exempt: set[str], app: FastAPI) -> MiddlewareFactory:
     def layer(inner: ASGIApp) -> ASGIApp:
-        return FaultInjection(inner, state=state, exempt=exempt)
+        return FaultInjection(inner, state=state, exempt=exempt, routes=lambda: app.router.routes)
 
     return layer
 

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from ._auth import auth_state
 from ._logs import get_logger
 
 __all__ = ["Readiness", "ReadinessCheck"]
@@ -99,6 +100,9 @@ def install_health(app: FastAPI, *, service: str, version: str, readiness: Readi
     async def ready() -> JSONResponse:
         ok, checks, details = await readiness.run()
         body: dict[str, Any] = {"status": HEALTHY if ok else UNHEALTHY, **identity, "checks": checks}
+        auth = auth_state(app)
+        if auth is not None:
+            body["service_auth"] = auth
         if details:
             body["details"] = details
         return JSONResponse(body, status_code=200 if ok else 503, headers=_NO_STORE)

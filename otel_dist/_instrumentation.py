@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._redact import redact_url
 from ._server import ASGIApp, ServerTelemetry
 
 if TYPE_CHECKING:
@@ -22,22 +22,6 @@ if TYPE_CHECKING:
 MiddlewareFactory = Callable[[ASGIApp], ASGIApp]
 _MARK = "_otel_dist_wrapped"
 _active: dict[str, Telemetry] = {}
-
-
-# Query parameters whose values are credentials.  The contrib instrumentation redacts
-# userinfo and only AWSAccessKeyId, Signature, sig and X-Goog-Signature in `url.full`.
-_SECRET_QUERY = re.compile(
-    r"([?&;](?:[\w.-]*(?:token|secret|password|passwd|api[_-]?key|apikey|signature|credential|session)[\w.-]*"
-    r"|key|code|auth|sig)=)[^&;#]*",
-    re.IGNORECASE,
-)
-
-
-def redact_url(url: str) -> str:
-    """`url` with credentials and the values of credential-like query parameters replaced by REDACTED."""
-    from opentelemetry.util.http import redact_url as contrib_redact_url
-
-    return _SECRET_QUERY.sub(r"\1REDACTED", contrib_redact_url(url))
 
 
 def _redact_url_full(span: Any, request: Any) -> None:

@@ -72,12 +72,14 @@ class LogSink:
         self,
         *,
         service_name: str,
-        environment: str,
+        environment: str | None,
         stream: IO[str] | None = None,
         otel_logger: OtelLogger | None = None,
         json_lines: bool = True,
     ) -> None:
-        self._static = {"service.name": service_name, "deployment.environment.name": environment}
+        self._static = {"service.name": service_name}
+        if environment is not None:
+            self._static["deployment.environment.name"] = environment
         self._stream = stream
         self.otel_logger = otel_logger
         self.json_lines = json_lines

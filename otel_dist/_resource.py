@@ -35,7 +35,6 @@ def build_resource(settings: Settings) -> Resource:
             "service.name": settings.service_name,
             "service.version": settings.service_version,
             "service.instance.id": str(uuid.uuid4()),
-            "deployment.environment.name": settings.environment,
             "host.name": socket.gethostname(),
             "host.arch": platform.machine(),
             "os.type": platform.system().lower(),
@@ -47,6 +46,8 @@ def build_resource(settings: Settings) -> Resource:
             "telemetry.distro.version": distro_version(),
         }
     )
+    if settings.environment is not None:
+        attributes["deployment.environment.name"] = settings.environment
     # Explicit OTEL_RESOURCE_ATTRIBUTES win over detected host/process values,
     # but never over the settings that name the service.
     for key, value in settings.resource_attributes:

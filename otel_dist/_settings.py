@@ -152,12 +152,27 @@ class Settings:
         accepts="a non-empty version string",
         doc="service.version",
     )
-    environment: str = _setting(
+    environment: str | None = _setting(
         "ENVIRONMENT",
-        default="development",
+        default=None,
         parse=_text,
         accepts="a non-empty name, e.g. development, production",
-        doc="deployment.environment.name; `production` turns on the strict checks",
+        doc="deployment.environment.name; every name outside NON_PRODUCTION_ENVIRONMENTS (and unset) gets the "
+        "production rules",
+    )
+    non_production_environments: tuple[str, ...] = _setting(
+        "NON_PRODUCTION_ENVIRONMENTS",
+        default=("development", "dev", "local", "test", "demo"),
+        parse=lambda v: tuple(n.lower() for n in _text_list(v)),
+        accepts="a comma list of environment names",
+        doc="the only ENVIRONMENT values (case-insensitive) that relax the production rules; fail closed",
+    )
+    deployment_mode: str = _setting(
+        "DEPLOYMENT_MODE",
+        default="microservices",
+        parse=_choice("microservices", "monolith"),
+        accepts="microservices, monolith",
+        doc="the seed's switch: `monolith` = no service-to-service calls, so no service-token check (any environment)",
     )
     resource_attributes: tuple[tuple[str, str], ...] = _setting(
         "OTEL_RESOURCE_ATTRIBUTES",
@@ -432,7 +447,7 @@ class Settings:
         default=True,
         parse=_bool,
         accepts="true or false",
-        doc="verify service tokens on protected routes",
+        doc="verify service tokens on protected routes; `false` is refused in production",
     )
     auth_exempt_paths: tuple[str, ...] = _setting(
         "SERVICE_AUTH_EXEMPT_PATHS",
@@ -582,16 +597,39 @@ class Settings:
 
     @property
     def production(self) -> bool:
-        return self.environment.lower() in ("production", "prod")
+        """Fail closed: only an explicitly listed non-production name relaxes the rules (unset is production)."""
+        return self.environment is None or self.environment.lower() not in self.non_production_environments
+
+    @property
+    def environment_clause(self) -> str:
+        """How error messages name the environment: ``when ENVIRONMENT=prod-eu`` (or ``... is unset``)."""
+        return f"when ENVIRONMENT={self.environment}" if self.environment else "when ENVIRONMENT is unset"
+
+    @property
+    def service_auth_off(self) -> str | None:
+        """Why service auth is off (an explicit opt-out), or None: it is on."""
+        if self.deployment_mode == "monolith":
+            return "DEPLOYMENT_MODE=monolith"
+        if not self.auth_enabled:
+            return "SERVICE_AUTH_ENABLED=false"
+        return None
 
     def redacted(self) -> dict[str, Any]:
-        """The configuration as a dict, secrets replaced by a marker (for the startup dump)."""
+        """The configuration as a dict, secrets and URL credentials replaced by a marker (for the startup dump)."""
+        from ._redact import redact_text
+
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata["secret"] and value:
                 value = "<redacted>"
+            elif isinstance(value, str) and "://" in value:
+                value = redact_text(value)
+            elif isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):
+                value = tuple((k, redact_text(v)) if isinstance(v, str) else (k, v) for k, v in value)
             out[f.name] = value
+        out["auth_enabled"] = self.service_auth_off is None  # the effective state, not the raw switch
+        out["production"] = self.production
         return out
 
 
@@ -692,23 +730,31 @@ def _check(s: Settings) -> None:
         if s.user_jwt_secret == s.jwt_secret:
             raise ConfigError("USER_JWT_SECRET: must differ from SERVICE_JWT_SECRET; accepted: a separate secret")
     if s.production:
-        if s.fault_error_rate or s.fault_latency_ms:
-            raise ConfigError(
-                "FAULT_INJECTION_ERROR_RATE / FAULT_INJECTION_LATENCY_MS: fault injection is refused "
-                "when ENVIRONMENT=production; accepted: 0"
-            )
-        if not s.auth_enabled:
-            raise ConfigError(
-                "SERVICE_AUTH_ENABLED: auth cannot be disabled when ENVIRONMENT=production; accepted: true"
-            )
-        verify_algs = s.jwt_allowed_algorithms or (s.jwt_algorithm,)
-        if s.jwt_secret is None and any(a.startswith("HS") for a in (s.jwt_algorithm, *verify_algs)):
-            raise ConfigError(
-                "SERVICE_JWT_SECRET: required when ENVIRONMENT=production (falls back to JWT_SECRET_KEY); "
-                "accepted: a secret of at least 32 bytes"
-            )
-        if not s.jwt_algorithm.startswith("HS") and s.jwt_private_key is None and not s.jwt_jwks_urls:
-            raise ConfigError(
-                f"SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS: SERVICE_JWT_ALGORITHM={s.jwt_algorithm} needs a "
-                "signing key or trusted issuers when ENVIRONMENT=production; accepted: a PEM private key"
-            )
+        _check_production(s)
+
+
+def _check_production(s: Settings) -> None:
+    """Every environment not named in NON_PRODUCTION_ENVIRONMENTS, including an unset one."""
+    when = f"{s.environment_clause} (production rules: the name is not in NON_PRODUCTION_ENVIRONMENTS)"
+    if s.fault_error_rate or s.fault_latency_ms:
+        raise ConfigError(
+            f"FAULT_INJECTION_ERROR_RATE / FAULT_INJECTION_LATENCY_MS: fault injection is refused {when}; accepted: 0"
+        )
+    if not s.auth_enabled:
+        raise ConfigError(
+            f"SERVICE_AUTH_ENABLED: auth cannot be disabled {when}; accepted: true "
+            "(a monolith without service calls sets DEPLOYMENT_MODE=monolith instead)"
+        )
+    if s.deployment_mode == "monolith":
+        return  # no service tokens are minted or verified: the key rules below do not apply
+    verify_algs = s.jwt_allowed_algorithms or (s.jwt_algorithm,)
+    if s.jwt_secret is None and any(a.startswith("HS") for a in (s.jwt_algorithm, *verify_algs)):
+        raise ConfigError(
+            f"SERVICE_JWT_SECRET: required {when} (falls back to JWT_SECRET_KEY); "
+            "accepted: a secret of at least 32 bytes"
+        )
+    if not s.jwt_algorithm.startswith("HS") and s.jwt_private_key is None and not s.jwt_jwks_urls:
+        raise ConfigError(
+            f"SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS: SERVICE_JWT_ALGORITHM={s.jwt_algorithm} needs a "
+            f"signing key or trusted issuers {when}; accepted: a PEM private key"
+        )

@@ -14,7 +14,8 @@
 2. ``/health`` (liveness) and ``/ready`` (the checks below, ``READINESS_CHECK_TIMEOUT`` each);
 3. ``instrument_app``: server span, HTTP metrics, access log, ``/metrics`` and service
    auth (``public=True`` for an edge service that takes no service tokens), then the
-   fault-injection layer and ``POST /_faults`` outside production;
+   fault-injection layer and ``POST /_faults`` outside production (production is every
+   ``ENVIRONMENT`` not listed in ``NON_PRODUCTION_ENVIRONMENTS``, unset included);
 4. a lifespan that opens what the service declared, in order, and closes it in reverse:
    the :class:`Database` (``metadata=`` creates its tables; readiness check ``database``),
    one :class:`ServiceClient` per downstream with service tokens for that audience
@@ -35,7 +36,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.sql.schema import MetaData
 
-from ._auth import JWKS_PATH, service_auth
+from ._auth import JWKS_PATH, auth_config, service_auth
+from ._auth._config import NO_KEY
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, database_url
 from ._faults import FaultInjection, FaultState, install_fault_admin
@@ -84,6 +86,8 @@ def create_app(
     # The identity the telemetry resource carries (name and version are only defaults for it).
     service, service_version = settings.service_name, settings.service_version
     targets = _downstream_urls(settings, downstreams)
+    if targets and settings.service_auth_off is None and auth_config(settings).signing_key is None:
+        raise ConfigError("SERVICE_JWT_SECRET: " + NO_KEY.format(what="sign"))
     use_database = bool(database) or (database is None and metadata is not None)
     readiness = Readiness(settings.readiness_timeout)
     for check_name, check in (checks or {}).items():

@@ -154,8 +154,11 @@ def capture_telemetry(env: dict[str, str] | None = None, **overrides: Any) -> It
     """Bootstrap with in-memory exporters beside the configured ones; reset afterwards.
 
     `env` replaces the process environment for settings (defaults to empty, so
-    the developer's shell cannot change a test's outcome).
+    the developer's shell cannot change a test's outcome).  The environment is
+    ``test`` unless `env` or `overrides` name one: ``ENVIRONMENT=""`` in `env` leaves it unset (production rules).
     """
+    if "environment" not in overrides and "ENVIRONMENT" not in (env or {}):
+        overrides = {**overrides, "environment": "test"}
     reset_telemetry()
     spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
     reader = InMemoryMetricReader()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -94,22 +95,45 @@ def test_service_auth_from_settings_talks_to_a_peer():
 # ---------------------------------------------------------------- modes
 
 
-def test_development_without_secret_disables_auth_loudly():
-    with capture_telemetry(service_name=SERVICE, environment="development") as cap:
+def test_development_without_secret_refuses_to_start_unless_auth_is_explicitly_off():
+    with capture_telemetry(service_name=SERVICE, environment="development"):
+        with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: service auth is on and there is no key"):
+            build_app()
+
+
+@pytest.mark.parametrize(
+    ("opt_out", "reason"),
+    [
+        ({"auth_enabled": False}, "SERVICE_AUTH_ENABLED=false"),
+        ({"deployment_mode": "monolith"}, "DEPLOYMENT_MODE=monolith"),
+    ],
+)
+def test_an_explicit_opt_out_disables_auth_loudly_and_says_so_everywhere(opt_out, reason):
+    with capture_telemetry(service_name=SERVICE, environment="development", **opt_out) as cap:
         assert service_auth("anyone") is None
         app = build_app()
         with serve_app(app) as base:
             with suppress_http_instrumentation():
                 response = httpx.get(base + "/orders/1", timeout=5)
+                metrics = httpx.get(base + "/metrics", timeout=5).text
         warnings = [line for line in cap.log_lines() if "SERVICE AUTH IS DISABLED" in line["message"]]
+        (dump,) = [line for line in cap.log_lines() if line["message"] == "otel-dist configured"]
     assert response.status_code == 200
     assert response.json()["caller"] == "anonymous" and response.json()["verified"] is False
-    assert len(warnings) == 1 and warnings[0]["level"] == "WARNING"
+    assert len(warnings) == 1 and warnings[0]["level"] == "WARNING" and reason in warnings[0]["message"]
+    assert dump["config"]["auth_enabled"] is False
+    assert re.search(r'^otel_dist_auth_enabled\{otel_dist_auth_mode="disabled"[^}]*\} 0\.0$', metrics, re.M), metrics
 
 
 def test_production_without_secret_refuses_to_start():
     with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: required when ENVIRONMENT=production"):
         with capture_telemetry(service_name=SERVICE, environment="production"):
+            pass
+    with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: required when ENVIRONMENT=prod-eu"):
+        with capture_telemetry(service_name=SERVICE, environment="prod-eu"):
+            pass
+    with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: required when ENVIRONMENT is unset"):
+        with capture_telemetry({"OTEL_SERVICE_NAME": SERVICE, "ENVIRONMENT": ""}):
             pass
 
 

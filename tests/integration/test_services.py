@@ -36,7 +36,9 @@ class Services:
 
     def admin(self, target: str) -> httpx.Auth:
         """A service token for `target`, as a test 'service' sharing the secret."""
-        auth = service_auth(target, settings=load_settings({}, service_name="tests", jwt_secret=self.secret))
+        auth = service_auth(
+            target, settings=load_settings({"ENVIRONMENT": "test"}, service_name="tests", jwt_secret=self.secret)
+        )
         assert auth is not None
         return auth
 

@@ -129,7 +129,7 @@ def test_a_wrong_value_fails_bootstrap_too_before_anything_is_set_up():
     ],
     ids=["no-service-secret", "fault-error-rate", "fault-latency", "auth-disabled", "short-secret", "no-signing-key"],
 )
-@pytest.mark.parametrize("environment", ["production", "prod", "Production"])
+@pytest.mark.parametrize("environment", ["production", "prod", "Production", "prod-eu", "staging", "live"])
 def test_production_refuses_insecure_settings(env, named, environment):
     message = refused({"ENVIRONMENT": environment, **env})
     assert named in message, message

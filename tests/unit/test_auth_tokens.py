@@ -131,10 +131,14 @@ def test_eddsa_auth_from_private_key():
 
 
 def test_service_auth_from_settings():
-    assert service_auth("orders", settings=load_settings({}, service_name="billing")) is None  # dev, no secret
-    disabled = load_settings({}, service_name="billing", jwt_secret=SECRET, auth_enabled=False)
+    assert (
+        service_auth("orders", settings=load_settings({"ENVIRONMENT": "test"}, service_name="billing")) is None
+    )  # dev, no secret
+    disabled = load_settings({"ENVIRONMENT": "test"}, service_name="billing", jwt_secret=SECRET, auth_enabled=False)
     assert service_auth("orders", settings=disabled) is None
-    auth = service_auth("orders", settings=load_settings({}, service_name="billing", jwt_secret=SECRET))
+    auth = service_auth(
+        "orders", settings=load_settings({"ENVIRONMENT": "test"}, service_name="billing", jwt_secret=SECRET)
+    )
     assert auth is not None and auth.issuer == "billing" and auth.audience == "orders"
 
 

@@ -12,6 +12,7 @@ from ._logs import StructuredLogger, get_logger
 from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
 from ._settings import ConfigError, Settings, load_settings
 from ._template import create_app, downstream
+from ._throttle import Throttle, throttle
 from ._web import instrument_app
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Settings",
     "StructuredLogger",
     "Telemetry",
+    "Throttle",
     "TokenMinter",
     "bootstrap",
     "breaker_states",
@@ -41,4 +43,5 @@ __all__ = [
     "instrument_app",
     "load_settings",
     "service_auth",
+    "throttle",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._logs import route_uvicorn_loggers
 from ._redact import redact_url
 from ._server import ASGIApp, ServerTelemetry
 
@@ -81,6 +82,7 @@ def instrument_fastapi(telemetry: Telemetry) -> None:
     def build_middleware_stack(self: FastAPI) -> ASGIApp:
         stack: ASGIApp = original(self)
         tel = _active["telemetry"]
+        route_uvicorn_loggers()  # after uvicorn's own logging config, whichever launch path
         for factory in reversed(app_middleware(self)):
             stack = factory(stack)
         if tel.settings.server_instrumentation != "otel-dist" or _has_contrib_middleware(stack):
@@ -96,6 +98,7 @@ def instrument_fastapi(telemetry: Telemetry) -> None:
             tracer=tel.tracer("otel_dist.server"),
             meter=tel.meter("otel_dist.server"),
             sink=tel.log_sink,
+            public=bool(getattr(self.state, "otel_dist_public", False)),
         )
 
     setattr(build_middleware_stack, _MARK, True)

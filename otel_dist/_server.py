@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from ._logs import LogSink
 from ._propagation import clean_correlation_id, correlation_id, extract_from_headers
@@ -39,6 +39,8 @@ ACCESS_LOGGER = "otel_dist.access"
 # Bounds on values taken from the request (the whole head may arrive in one 64 KB read).
 _MAX_PATH = 2048
 _MAX_HOST = 255
+_MAX_ADDRESS = 64
+_INBOUND_LINK = {"otel_dist.link.type": "inbound_untrusted"}
 _MAX_LIST_HEADER = 8192
 
 
@@ -117,8 +119,19 @@ def route_template(scope: Scope) -> str | None:
 class ServerTelemetry:
     """Pure ASGI middleware; one instance per app, created when the stack is built."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, tracer: trace.Tracer, meter: Meter, sink: LogSink) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        tracer: trace.Tracer,
+        meter: Meter,
+        sink: LogSink,
+        public: bool = False,
+    ) -> None:
         self.app = app
+        # A public edge does not let the internet choose its trace, sampling or baggage.
+        self._inbound = settings.public_inbound_context if public else "trust"
         self._tracer = tracer
         self._sink = sink
         self._untraced = frozenset(settings.untraced_paths)
@@ -166,6 +179,12 @@ class ServerTelemetry:
             method = "_OTHER"  # semconv: unknown methods never become labels
         scheme = scope.get("scheme", "http")
         parent = extract_from_headers(traceparent, tracestate, baggage)
+        links = None
+        if parent is not None and self._inbound != "trust":
+            inbound = trace.get_current_span(parent).get_span_context()
+            if inbound.is_valid and self._inbound == "link":
+                links = [Link(inbound, _INBOUND_LINK)]
+            parent = None  # a new root: our sampler decides, and the caller's baggage stays outside
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.path": scope["path"][:_MAX_PATH],
@@ -185,7 +204,8 @@ class ServerTelemetry:
             attributes["server.port"] = server[1]
         client = scope.get("client")
         if client:
-            attributes["client.address"] = client[0]
+            # Behind a trusted proxy uvicorn takes it from X-Forwarded-For: any text, any length.
+            attributes["client.address"] = str(client[0])[:_MAX_ADDRESS]
         if user_agent:
             attributes["user_agent.original"] = user_agent[:256]
         corr = clean_correlation_id(legacy)
@@ -193,7 +213,7 @@ class ServerTelemetry:
             attributes["otel_dist.correlation_id"] = corr
 
         start = time.perf_counter()
-        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         corr_token = correlation_id.set(corr)
         span_ctx = span.get_span_context()

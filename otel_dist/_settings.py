@@ -79,6 +79,10 @@ def _text_list(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _lower_list(value: str) -> tuple[str, ...]:
+    return tuple(v.lower() for v in _text_list(value))
+
+
 def _number(kind: type, low: float | None = None, high: float | None = None) -> Parser:
     def parse(value: str) -> Any:
         number = kind(value.strip())
@@ -105,6 +109,18 @@ def _url(value: str) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(value)
     return value.rstrip("/")
+
+
+def _rate(value: str) -> str:
+    """``attempts/seconds`` (``10/60``) or ``0``; kept as text, checked here."""
+    value = value.strip()
+    if value in ("0", "off"):
+        return "0"
+    count, sep, window = value.partition("/")
+    attempts, seconds = int(count), float(window) if sep else 60.0
+    if not (1 <= attempts <= 1_000_000) or not (0 < seconds <= 86400):
+        raise ValueError(value)
+    return f"{attempts}/{seconds:g}"
 
 
 def _key_values(value: str) -> tuple[tuple[str, str], ...]:
@@ -163,7 +179,7 @@ class Settings:
     non_production_environments: tuple[str, ...] = _setting(
         "NON_PRODUCTION_ENVIRONMENTS",
         default=("development", "dev", "local", "test", "demo"),
-        parse=lambda v: tuple(n.lower() for n in _text_list(v)),
+        parse=_lower_list,
         accepts="a comma list of environment names",
         doc="the only ENVIRONMENT values (case-insensitive) that relax the production rules; fail closed",
     )
@@ -340,6 +356,15 @@ class Settings:
         accepts="otel-dist, contrib, native",
         doc="who owns the server span: otel-dist's lean layer, the contrib FastAPI instrumentor, or FastAPI itself",
     )
+    public_inbound_context: str = _setting(
+        "OTEL_DIST_PUBLIC_INBOUND_CONTEXT",
+        default="link",
+        parse=_choice("link", "drop", "trust"),
+        accepts="link, drop, trust",
+        doc="apps created with public=True: `link` starts a new trace (sampled by our sampler) with the caller's "
+        "context as a span link and drops inbound baggage; `drop` ignores both; `trust` continues the caller's "
+        "trace and baggage like an internal service",
+    )
     metrics_path: str = _setting(
         "OTEL_DIST_METRICS_PATH",
         default="/metrics",
@@ -449,6 +474,13 @@ class Settings:
         accepts="true or false",
         doc="verify service tokens on protected routes; `false` is refused in production",
     )
+    api_docs_public: bool | None = _setting(
+        "API_DOCS_PUBLIC",
+        default=None,
+        parse=_bool,
+        accepts="true or false",
+        doc="/docs, /redoc, /openapi.json without a token; unset = yes outside production, off in production",
+    )
     auth_exempt_paths: tuple[str, ...] = _setting(
         "SERVICE_AUTH_EXEMPT_PATHS",
         default=("/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc"),
@@ -532,6 +564,13 @@ class Settings:
         accepts="seconds, 0.01 to 60",
         doc="timeout of each readiness check",
     )
+    readiness_cache_ttl: float = _setting(
+        "READINESS_CACHE_TTL",
+        default=1.0,
+        parse=_number(float, 0.0, 60.0),
+        accepts="seconds, 0 to 60",
+        doc="a /ready result is reused this long (concurrent probes always share one run of the checks)",
+    )
     fault_error_rate: float = _setting(
         "FAULT_INJECTION_ERROR_RATE",
         default=0.0,
@@ -569,6 +608,20 @@ class Settings:
         secret=True,
         doc="HMAC key of user access tokens (auth service); unset outside production = random per process",
     )
+    login_rate_per_username: str = _setting(
+        "LOGIN_RATE_LIMIT_PER_USERNAME",
+        default="10/60",
+        parse=_rate,
+        accepts="attempts/seconds, e.g. 10/60, or 0 for no limit",
+        doc="throttle of login and register per submitted username (Throttle; 429 + Retry-After)",
+    )
+    login_rate_per_client: str = _setting(
+        "LOGIN_RATE_LIMIT_PER_CLIENT",
+        default="100/60",
+        parse=_rate,
+        accepts="attempts/seconds, e.g. 100/60, or 0 for no limit",
+        doc="throttle of login and register per client address",
+    )
     user_jwt_lifetime: int = _setting(
         "USER_JWT_LIFETIME",
         default=900,
@@ -604,6 +657,10 @@ class Settings:
     def environment_clause(self) -> str:
         """How error messages name the environment: ``when ENVIRONMENT=prod-eu`` (or ``... is unset``)."""
         return f"when ENVIRONMENT={self.environment}" if self.environment else "when ENVIRONMENT is unset"
+
+    @property
+    def docs_public(self) -> bool:
+        return self.api_docs_public if self.api_docs_public is not None else not self.production
 
     @property
     def service_auth_off(self) -> str | None:
@@ -745,16 +802,18 @@ def _check_production(s: Settings) -> None:
             f"SERVICE_AUTH_ENABLED: auth cannot be disabled {when}; accepted: true "
             "(a monolith without service calls sets DEPLOYMENT_MODE=monolith instead)"
         )
-    if s.deployment_mode == "monolith":
-        return  # no service tokens are minted or verified: the key rules below do not apply
-    verify_algs = s.jwt_allowed_algorithms or (s.jwt_algorithm,)
-    if s.jwt_secret is None and any(a.startswith("HS") for a in (s.jwt_algorithm, *verify_algs)):
+    for issuer, source in s.jwt_jwks_urls:
+        if source.lower().startswith("http://"):
+            from ._redact import redact_url
+
+            raise ConfigError(
+                f"SERVICE_JWT_JWKS_URLS: {issuer}={redact_url(source)} is plain http {when}: anyone on the path "
+                "could swap the keys; accepted: https:// URLs or file paths"
+            )
+    if s.jwt_jwks_urls and s.jwt_jwks_min_refresh < 1.0:
         raise ConfigError(
-            f"SERVICE_JWT_SECRET: required {when} (falls back to JWT_SECRET_KEY); "
-            "accepted: a secret of at least 32 bytes"
+            f"SERVICE_JWT_JWKS_MIN_REFRESH: {s.jwt_jwks_min_refresh:g} s lets unknown kids force a JWKS fetch per "
+            f"request {when}; accepted: at least 1 second"
         )
-    if not s.jwt_algorithm.startswith("HS") and s.jwt_private_key is None and not s.jwt_jwks_urls:
-        raise ConfigError(
-            f"SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS: SERVICE_JWT_ALGORITHM={s.jwt_algorithm} needs a "
-            f"signing key or trusted issuers {when}; accepted: a PEM private key"
-        )
+    # A missing key is refused where a key is needed (verifying in instrument_app, minting in
+    # create_app), in every environment: a process that only exports telemetry needs none.

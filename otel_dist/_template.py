@@ -19,7 +19,8 @@
 4. a lifespan that opens what the service declared, in order, and closes it in reverse:
    the :class:`Database` (``metadata=`` creates its tables; readiness check ``database``),
    one :class:`ServiceClient` per downstream with service tokens for that audience
-   (readiness check named after the downstream: its breaker must not be open), then
+   (non-critical readiness check named after the downstream: ``degraded`` while its
+   breaker is open, the instance stays ready), then
    the app's own ``lifespan``;
 5. error handlers that turn a downstream the client gave up on into a clear 503/504
    JSON body (``Retry-After`` while its breaker is open) instead of a 500.
@@ -37,7 +38,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.sql.schema import MetaData
 
 from ._auth import JWKS_PATH, auth_config, service_auth
-from ._auth._config import NO_KEY
+from ._auth._config import missing_key
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, database_url
 from ._faults import FaultInjection, FaultState, install_fault_admin
@@ -77,7 +78,9 @@ def create_app(
       ``{"name": "http://..."}``; handlers get the clients with ``Depends(downstream("name"))``.
     - `checks`: extra readiness checks (async callables) by name.
     - `lifespan`: the app's own lifespan, entered after the database and clients are open.
-    - `public`: an edge service: no service-token check on its routes and no ``/_faults`` route.
+    - `public`: an edge service: no service-token check on its routes, no ``/_faults`` route, and
+      the caller's trace context only as a span link, its baggage dropped
+      (``OTEL_DIST_PUBLIC_INBOUND_CONTEXT``).
     - `middleware`: extra pure-ASGI layers inside the server span (after auth, before fault injection).
     Other keyword arguments go to ``FastAPI(...)``.
     """
@@ -85,11 +88,12 @@ def create_app(
     settings = tel.settings
     # The identity the telemetry resource carries (name and version are only defaults for it).
     service, service_version = settings.service_name, settings.service_version
+    if downstreams and settings.service_auth_off is None and auth_config(settings).signing_key is None:
+        raise missing_key(settings, "sign")  # fail closed: calls without a token would all be refused anyway
     targets = _downstream_urls(settings, downstreams)
-    if targets and settings.service_auth_off is None and auth_config(settings).signing_key is None:
-        raise ConfigError("SERVICE_JWT_SECRET: " + NO_KEY.format(what="sign"))
     use_database = bool(database) or (database is None and metadata is not None)
-    readiness = Readiness(settings.readiness_timeout)
+    readiness = Readiness(settings.readiness_timeout, cache_ttl=settings.readiness_cache_ttl)
+    readiness.observe(tel.meter("otel_dist.health"))
     for check_name, check in (checks or {}).items():
         readiness.add(check_name, check)
 
@@ -108,7 +112,8 @@ def create_app(
                 client = ServiceClient(target, base_url, auth=service_auth(target, settings=settings), telemetry=tel)
                 stack.push_async_callback(client.aclose)
                 clients[target] = client
-                readiness.add(target, _breaker_check(target))
+                # An open breaker degrades a dependency; it does not make this instance unhealthy.
+                readiness.add(target, _breaker_check(target), critical=False)
             app.state.clients = clients
             if lifespan is not None:
                 await stack.enter_async_context(lifespan(app))
@@ -124,8 +129,12 @@ def create_app(
             _log.info("service stopping", service=service)
 
     fastapi_kwargs.setdefault("title", service)
+    if not settings.docs_public:  # production default: no /docs, /redoc or /openapi.json (API_DOCS_PUBLIC=true)
+        for key in ("docs_url", "redoc_url", "openapi_url"):
+            fastapi_kwargs.setdefault(key, None)
     app = FastAPI(version=service_version, lifespan=service_lifespan, **fastapi_kwargs)
     app.state.settings = settings
+    app.state.otel_dist_public = public  # the server layer: the caller's trace context is a link, not a parent
     app.state.readiness = readiness
     install_health(app, service=service, version=service_version, readiness=readiness)
     layers = list(middleware or ())

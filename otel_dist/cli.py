@@ -2,6 +2,7 @@
 
     otel-dist demo [--duration 20] [--rate 15] [--keep-running]
     otel-dist stack up|down|status [options of collector/stack.py]
+    otel-dist keygen --service NAME [--algorithm EdDSA|ES256] [--out FILE]
 
 ``demo`` runs the three example services with real traffic (see ``_demo``).
 ``stack`` delegates to ``collector/stack.py`` of the source checkout: the local
@@ -38,12 +39,26 @@ def main(argv: list[str] | None = None) -> int:
         description="Delegates to collector/stack.py; extra options (--detach, --free-ports, ...) are passed on.",
     )
     stack.add_argument("action", choices=["up", "down", "status"])
+    keygen = commands.add_parser(
+        "keygen",
+        help="a signing key pair for one service (per-caller asymmetric keys: the production setup)",
+        description="Print (or write with --out, mode 0600) SERVICE_JWT_ALGORITHM and SERVICE_JWT_PRIVATE_KEY for "
+        "one service, and the SERVICE_JWT_JWKS_URLS entry its callees add to trust it.",
+    )
+    keygen.add_argument("--service", required=True, help="the service that signs with this key")
+    keygen.add_argument("--algorithm", choices=["EdDSA", "ES256"], default="EdDSA", help="default EdDSA (Ed25519)")
+    keygen.add_argument("--out", type=Path, default=None, help="env file to write (mode 0600) instead of stdout")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "stack":
         return _stack(args.action, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "keygen":
+        from ._auth._keygen import keygen as make_key
+
+        print(make_key(args.service, args.algorithm, args.out), end="")
+        return 0
     from ._demo import DemoOptions, run_demo
 
     return run_demo(

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from .._settings import ConfigError, Settings
 from ._keys import ASYMMETRIC, SYMMETRIC, SigningKey, VerificationKey, hmac_key, load_private_key, load_public_keys
 
-__all__ = ["JWKS_PATH", "NO_KEY", "AuthConfig", "auth_config"]
+__all__ = ["JWKS_PATH", "NO_KEY", "AuthConfig", "auth_config", "missing_key"]
 
 JWKS_PATH = "/.well-known/jwks.json"
 NO_KEY = (
-    "service auth is on and there is no key to {what} service tokens with; accepted: a secret of at least "
+    "{variable}: service auth is on and there is no key to {what} service tokens with; accepted: a secret of at least "
     "32 bytes (SERVICE_JWT_SECRET, or JWT_SECRET_KEY), or for ES256/EdDSA SERVICE_JWT_PRIVATE_KEY / "
     "SERVICE_JWT_JWKS_URLS. To run without service auth outside production set SERVICE_AUTH_ENABLED=false "
     "(or DEPLOYMENT_MODE=monolith for an app that takes no service calls)"
@@ -38,6 +38,16 @@ class AuthConfig:
     @property
     def publishes_jwks(self) -> bool:
         return bool(self.published)
+
+
+def missing_key(settings: Settings, what: str) -> ConfigError:
+    """The error for an app that needs a key to `what` (verify, sign) service tokens and has none."""
+    variable = (
+        "SERVICE_JWT_SECRET"
+        if settings.jwt_algorithm in SYMMETRIC
+        else "SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS"
+    )
+    return ConfigError(NO_KEY.format(variable=variable, what=what))
 
 
 @functools.lru_cache(maxsize=16)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, HTTPException, Request, Response
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from .._settings import ConfigError
-from ._config import JWKS_PATH, NO_KEY, AuthConfig, auth_config
+from ._config import JWKS_PATH, AuthConfig, auth_config, missing_key
 from ._jwks import TrustStore
 from ._keys import jwks_document
 from ._middleware import SCOPE_KEY, ServiceAuthMiddleware
@@ -26,6 +25,7 @@ __all__ = ["CallingService", "auth_layers", "auth_state", "calling_service", "pu
 
 _log = logging.getLogger("otel_dist.auth")
 _STATE = "otel_dist_auth"
+_DOCS_PATHS = frozenset(("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"))
 
 
 def build_verifier(config: AuthConfig, settings: Any) -> TokenVerifier:
@@ -56,6 +56,8 @@ def auth_layers(app: Any, telemetry: Telemetry) -> list[Callable[[ASGIApp], ASGI
     config = auth_config(settings)
     app.state.otel_dist_auth = config
     exempt = [*settings.auth_exempt_paths, settings.metrics_path]
+    if not settings.docs_public:  # production: the API's description is not for everyone (API_DOCS_PUBLIC)
+        exempt = [p for p in exempt if p not in _DOCS_PATHS]
     if config.publishes_jwks:
         _add_jwks_route(app, config)
         exempt.append(JWKS_PATH)
@@ -63,7 +65,7 @@ def auth_layers(app: Any, telemetry: Telemetry) -> list[Callable[[ASGIApp], ASGI
         _warn_disabled(config, settings.environment)
         return []
     if not config.can_verify:
-        raise ConfigError("SERVICE_JWT_SECRET: " + NO_KEY.format(what="verify"))
+        raise missing_key(settings, "verify")
     verifier = build_verifier(config, settings)
     app.state.otel_dist_auth_verifier = verifier
     meter = telemetry.meter("otel_dist.auth")

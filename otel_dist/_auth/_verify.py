@@ -23,7 +23,10 @@ checks (``exp``/``iat``/``nbf`` against the verifier's clock: PyJWT reads
 ``datetime.now()`` itself and has no clock parameter).
 
 Verified tokens are cached by a BLAKE2b digest of the token (the token itself
-is never kept) until their ``exp``; a cache hit never calls PyJWT.
+is never kept) until their ``exp``; a cache hit never calls PyJWT, but a hit on an
+asymmetric token whose issuer's key set is older than the refresh interval starts
+the background refresh, so a key removed from a JWKS revokes the tokens it signed
+within the refresh interval (plus the one request that notices it is due).
 """
 
 from __future__ import annotations
@@ -261,7 +264,14 @@ class TokenVerifier:
         now = self._clock()
         digest = hashlib.blake2b(token, digest_size=16).digest()
         identity = self.cache.get(digest, now, self.trust.generation)
-        if identity is None:
+        if identity is not None:
+            if identity.algorithm in ASYMMETRIC:
+                # A cached token still starts its issuer's refresh when the set is due: a key removed
+                # from the JWKS moves the generation on, and every token it signed stops verifying.
+                state = self.trust.issuer(identity.name)
+                if state is not None and self.trust.is_stale(state):
+                    self.trust.refresh_in_background(identity.name)
+        else:
             generation = self.trust.generation
             identity = self._verify_token(token, now, fetch)
             if identity.expires_at > now:

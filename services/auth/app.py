@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -177,7 +177,7 @@ async def login(body: Credentials, session: DbSession, issuer: Tokens) -> Access
 
 
 @app.get("/users/{user_id}")
-async def get_user(user_id: int, session: DbSession) -> User:
+async def get_user(user_id: Annotated[int, Path(gt=0, le=2**31 - 1)], session: DbSession) -> User:
     row = (await session.execute(select(users.c.id, users.c.username).where(users.c.id == user_id))).first()
     if row is None:
         raise HTTPException(404, "no such user")

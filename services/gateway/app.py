@@ -8,6 +8,8 @@
 
 It takes no service tokens (``public=True``) and sends its own to auth and orders.
 When orders' breaker is open, reads answer 503 at once with a JSON body naming it.
+Login and register are throttled per submitted username and per client address
+(``LOGIN_RATE_LIMIT_PER_USERNAME`` / ``LOGIN_RATE_LIMIT_PER_CLIENT``): 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ import uuid
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from otel_dist import ServiceClient, create_app, downstream, get_logger
+from otel_dist import ServiceClient, create_app, downstream, get_logger, throttle
 
 log = get_logger("services.gateway")
 app = create_app("gateway", downstreams=["auth", "orders"], public=True)
+login_throttle, register_throttle = throttle(app, "login"), throttle(app, "register")
 Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 Orders = Annotated[ServiceClient, Depends(downstream("orders"))]
 bearer = HTTPBearer(auto_error=False)
+OrderId = Annotated[int, Path(gt=0, le=2**31 - 1)]  # orders' id range: a bad id is a 422 here
 
 
 def _safe_to_resend() -> dict[str, str]:
@@ -67,8 +71,9 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 
 class Credentials(BaseModel):
-    username: str
-    password: str
+    # The auth service's contract, checked here so a bad body never costs a downstream call.
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=8, max_length=256)
 
 
 class NewOrder(BaseModel):
@@ -77,12 +82,14 @@ class NewOrder(BaseModel):
 
 
 @app.post("/register", status_code=201)
-async def register(body: Credentials, auth: Auth) -> JSONResponse:
+async def register(body: Credentials, request: Request, auth: Auth) -> JSONResponse:
+    register_throttle.check(request, body.username)
     return relay(await auth.post("/users", json=body.model_dump()), 201)
 
 
 @app.post("/login")
-async def login(body: Credentials, auth: Auth) -> JSONResponse:
+async def login(body: Credentials, request: Request, auth: Auth) -> JSONResponse:
+    login_throttle.check(request, body.username)
     return relay(await auth.post("/login", json=body.model_dump(), headers=_safe_to_resend()), 200)
 
 
@@ -92,7 +99,7 @@ async def create_order(body: NewOrder, user: CurrentUser, orders: Orders) -> JSO
 
 
 @app.get("/orders/{order_id}")
-async def read_order(order_id: int, user: CurrentUser, orders: Orders) -> JSONResponse:
+async def read_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> JSONResponse:
     response = await orders.get(f"/orders/{order_id}")
     if response.status_code == 200 and response.json()["user_id"] != user.id:
         log.info("order of another user refused", order_id=order_id, user_id=user.id)

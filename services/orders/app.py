@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select
 
@@ -30,11 +30,13 @@ orders = Table(
 )
 
 app = create_app("orders", metadata=metadata, downstreams=["auth"])
+MAX_ID = 2**31 - 1  # the Integer column on every database (Postgres int4); larger ids are a 422, never a DB error
+OrderId = Annotated[int, Path(gt=0, le=MAX_ID)]
 Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 
 
 class NewOrder(BaseModel):
-    user_id: int = Field(gt=0)
+    user_id: int = Field(gt=0, le=MAX_ID)
     item: str = Field(min_length=1, max_length=100)
     quantity: int = Field(gt=0, le=1000)
 
@@ -60,7 +62,7 @@ async def create_order(body: NewOrder, session: DbSession) -> Order:
 
 
 @app.get("/orders/{order_id}")
-async def read_order(order_id: int, session: DbSession, auth: Auth) -> Order:
+async def read_order(order_id: OrderId, session: DbSession, auth: Auth) -> Order:
     row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
     if row is None:
         raise HTTPException(404, "no such order")

@@ -325,3 +325,33 @@ def test_unknown_kid_flood_cannot_force_reloads():
                 assert get(base, "/orders/b", TokenMinter(CALLER, key).token(SERVICE)).status_code == 200
     assert set(reasons) == {(401, "unknown_kid")}
     assert jwks.hits == 1  # the initial load only: inside the rate limit an unknown kid fails at once
+
+
+@pytest.mark.timeout(60)
+def test_a_key_removed_from_the_jwks_revokes_cached_tokens_within_the_refresh_interval():
+    """Issue 15: a cached verification used to outlive its key until the token's exp."""
+    compromised, fresh = signing_key(), signing_key()
+    jwks = JwksServer(compromised, fresh)
+    refresh = 0.5
+    with serve_app(jwks.app) as issuer:
+        url = f"{issuer}/.well-known/jwks.json"
+        with _rotating(jwks, jwt_jwks_urls=((CALLER, url),), jwt_jwks_refresh=refresh, jwt_jwks_min_refresh=0.1):
+            with serve_app(build_app()) as base:
+                token = TokenMinter(CALLER, compromised).token(SERVICE)
+                assert get(base, "/orders/a", token).status_code == 200  # verified and cached (1 h lifetime)
+                assert get(base, "/orders/b", token).status_code == 200
+                jwks.publish(fresh)  # the compromised key is withdrawn
+                removed_at = time.monotonic()
+                statuses = []
+                while time.monotonic() - removed_at < 30:  # generous: a loaded machine; expected ~refresh
+                    response = get(base, "/orders/c", token)
+                    statuses.append(response.status_code)
+                    if response.status_code == 401:
+                        break
+                    time.sleep(0.05)
+                revoked_after = time.monotonic() - removed_at
+                still_good = get(base, "/orders/d", TokenMinter(CALLER, fresh).token(SERVICE))
+    assert statuses[-1] == 401 and response.json()["reason"] == "unknown_kid"
+    assert set(statuses[:-1]) <= {200}
+    print(f"revoked {revoked_after:.2f} s after the key left the JWKS (refresh interval {refresh} s)")
+    assert still_good.status_code == 200

@@ -18,7 +18,12 @@ def launch(tmp_path, wrapper: bool):
     argv = [str(BIN / "uvicorn"), "tests.apps.hello_main:app", "--host", "127.0.0.1", "--port", str(port)]
     if wrapper:
         argv = [str(BIN / "opentelemetry-instrument"), *argv]
-    env = {"OTEL_SERVICE_NAME": "hello", "ENVIRONMENT": "test", "PYTHONPATH": str(ROOT)}
+    env = {
+        "OTEL_SERVICE_NAME": "hello",
+        "ENVIRONMENT": "test",
+        "SERVICE_AUTH_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     return run_server(

@@ -182,7 +182,7 @@ def test_ready_names_the_database_when_its_file_is_unreachable(services):
     moved = services.orders_db_dir.with_name("orders-db-moved")
     services.orders_db_dir.rename(moved)
     try:
-        down = httpx.get(orders + "/ready")
+        down = wait_ready_status(orders, 503)
         assert down.status_code == 503
         body = down.json()
         assert body["status"] == "unhealthy" and body["service"] == "orders" and body["version"]
@@ -191,11 +191,94 @@ def test_ready_names_the_database_when_its_file_is_unreachable(services):
         assert httpx.get(orders + "/health").status_code == 200  # liveness is not readiness
     finally:
         moved.rename(services.orders_db_dir)
-    up = httpx.get(orders + "/ready")
+    up = wait_ready_status(orders, 200)
     assert up.status_code == 200 and up.json()["checks"] == {"database": "healthy", "auth": "healthy"}
+    assert up.json()["service_auth"] == "enforced"
     # The probes made neither spans nor access-log lines.
     assert not [s for s in services.sink.spans() if s.attributes.get("url.path") == "/ready"]
     assert not [line for line in services.orders.json_lines() if line.get("url.path") == "/ready"]
+
+
+def wait_ready_status(base: str, status: int, condition=lambda body: True, timeout: float = 30.0) -> httpx.Response:
+    """Poll /ready until it answers `status` with a body meeting `condition` (results are cached ~1 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(base + "/ready", timeout=10)
+        if (response.status_code == status and condition(response.json())) or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)
+
+
+def test_one_user_cannot_take_the_gateway_out_for_everyone(services):
+    """The reported outage: huge ids made orders answer 500 until the gateway's breaker opened."""
+    gateway = services.gateway.url
+    victim = sign_up(services, "victim")
+    victim_order = new_order(services, victim)
+    attacker = sign_up(services, "attacker")
+    huge = "99999999999999999999999"
+    opened_before = breaker_openings(services)
+    for _ in range(8):
+        response = httpx.get(f"{gateway}/orders/{huge}", headers=attacker)
+        assert response.status_code == 422, response.text
+    for bad in (huge, str(2**31), "0", "-1", "1e3"):
+        direct = httpx.get(f"{services.orders.url}/orders/{bad}", auth=services.admin("orders"))
+        assert direct.status_code == 422, (bad, direct.text)
+    assert httpx.get(f"{services.auth.url}/users/{huge}", auth=services.admin("auth")).status_code == 422
+    body = {"user_id": 2**40, "item": "x", "quantity": 1}
+    assert httpx.post(f"{services.orders.url}/orders", json=body, auth=services.admin("orders")).status_code == 422
+    # Everyone else is served, and the gateway is ready.
+    assert httpx.get(f"{gateway}/orders/{victim_order}", headers=victim).status_code == 200
+    ready = httpx.get(gateway + "/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["orders"] == "healthy"
+    assert breaker_openings(services) == opened_before
+
+
+def test_a_failed_login_reaches_auth_once(services):
+    """The gateway's ServiceTokenAuth resends only on Bearer error="invalid_token": one scrypt per failed login."""
+
+    def logins_at_auth() -> int:
+        return sum(1 for line in services.auth.json_lines() if line.get("http.route") == "/login")
+
+    credentials = {"username": f"once-{secrets.token_hex(3)}", "password": "correct horse battery"}
+    assert httpx.post(services.gateway.url + "/register", json=credentials).status_code == 201
+    before = logins_at_auth()
+    wrong = httpx.post(services.gateway.url + "/login", json={**credentials, "password": "wrong horse battery"})
+    assert wrong.status_code == 401
+    # A resend would have been answered before the gateway answered us; a good login after it is a
+    # marker: once its line is there, every line of the failed one is too.
+    assert httpx.post(services.gateway.url + "/login", json=credentials).status_code == 200
+    deadline = time.monotonic() + 30
+    while logins_at_auth() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logins_at_auth() == before + 2  # one for the failed login (not two), one for the marker
+
+
+def test_every_metrics_endpoint_passes_promtool_lint(services):
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+
+    promtool = shutil.which("promtool")
+    require(promtool is not None, "promtool (Debian package prometheus; .ci/run installs it)")
+    headers = sign_up(services, "lint")
+    order_id = new_order(services, headers)
+    assert httpx.get(f"{services.gateway.url}/orders/{order_id}", headers=headers).status_code == 200
+    for proc in (services.auth, services.orders, services.gateway):
+        httpx.get(proc.url + "/ready")
+        text = httpx.get(proc.url + "/metrics").text
+        run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, (proc.url, run.stdout + run.stderr)
+        if proc is not services.gateway:
+            assert "db_client_connections{" in text and "db_client_connection_count" not in text
+
+
+def breaker_openings(services: Services) -> int:
+    return sum(
+        1
+        for line in services.gateway.json_lines()
+        if line.get("otel_dist.target") == "orders" and line.get("otel_dist.circuit_breaker.to") == "open"
+    )
 
 
 def test_fault_admin_needs_a_service_token(services):
@@ -229,10 +312,16 @@ def test_breaker_opens_on_orders_faults_answers_fast_and_closes_after_recovery(s
         assert response.json()["dependency"] == "orders"
         assert "circuit breaker is open" in response.json()["detail"]
         assert int(response.headers["retry-after"]) >= 1
-        ready = httpx.get(gateway + "/ready")
-        assert ready.status_code == 503
-        assert ready.json()["checks"] == {"auth": "healthy", "orders": "unhealthy"}
+        # The gateway stays ready (login keeps working); orders is reported degraded.
+        ready = wait_ready_status(gateway, 200, lambda body: body["checks"]["orders"] == "degraded")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["checks"] == {"auth": "healthy", "orders": "degraded"}
         assert ready.json()["details"] == {"orders": "circuit breaker open"}
+        assert ready.json()["service_auth"] == "public"
+        metrics = httpx.get(gateway + "/metrics").text
+        assert 'otel_dist_readiness_status{otel_dist_readiness_check="orders",otel_dist_readiness_critical="false"' in (
+            metrics
+        )
     finally:
         httpx.post(services.orders.url + "/_faults", json={"error_rate": 0.0}, auth=admin)
 
@@ -244,7 +333,7 @@ def test_breaker_opens_on_orders_faults_answers_fast_and_closes_after_recovery(s
             break
         time.sleep(0.2)
     assert statuses[-2:] == [200, 200], statuses
-    assert httpx.get(gateway + "/ready").status_code == 200
+    assert wait_ready_status(gateway, 200, lambda body: body["status"] == "healthy").json()["status"] == "healthy"
     transitions = [
         (line["otel_dist.circuit_breaker.from"], line["otel_dist.circuit_breaker.to"])
         for line in services.gateway.json_lines()

@@ -7,6 +7,7 @@
 from ._auth import CallingService, ServiceIdentity, ServiceTokenAuth, TokenMinter, calling_service, service_auth
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, DbSession, db_session
+from ._errors import EncodableStr, ErrorBody
 from ._health import Readiness, ReadinessCheck
 from ._logs import StructuredLogger, get_logger
 from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
@@ -21,6 +22,8 @@ __all__ = [
     "ConfigError",
     "Database",
     "DbSession",
+    "EncodableStr",
+    "ErrorBody",
     "Readiness",
     "ReadinessCheck",
     "ServiceCallError",

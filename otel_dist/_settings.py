@@ -751,7 +751,7 @@ def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
         if kind.endswith("| None"):
             return None
         raise TypeError(value)
-    if kind == "bool":
+    if kind in ("bool", "bool | None"):
         if not isinstance(value, bool):
             raise TypeError(value)
         return value

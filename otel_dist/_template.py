@@ -22,30 +22,31 @@
    (non-critical readiness check named after the downstream: ``degraded`` while its
    breaker is open, the instance stays ready), then
    the app's own ``lifespan``;
-5. error handlers that turn a downstream the client gave up on into a clear 503/504
-   JSON body (``Retry-After`` while its breaker is open) instead of a 500.
+5. error handlers (``_errors``): a downstream the client gave up on is a clear 503/504
+   (``Retry-After`` while its breaker is open), a database error a 503/500 without a
+   trace, a validation error a 422 that never echoes the input, non-encodable text a
+   422; the error responses are documented in the OpenAPI schema.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy.sql.schema import MetaData
 
 from ._auth import JWKS_PATH, auth_config, service_auth
 from ._auth._config import missing_key
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, database_url
+from ._errors import add_error_handlers, responses_for
 from ._faults import FaultInjection, FaultState, install_fault_admin
 from ._health import Readiness, ReadinessCheck, install_health
 from ._instrumentation import MiddlewareFactory
 from ._logs import get_logger
-from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
+from ._resilience import ServiceClient, breaker_states
 from ._server import ASGIApp
 from ._settings import ConfigError, Settings, load_settings
 from ._web import instrument_app
@@ -129,6 +130,7 @@ def create_app(
             _log.info("service stopping", service=service)
 
     fastapi_kwargs.setdefault("title", service)
+    fastapi_kwargs.setdefault("responses", responses_for(protected=not public))
     if not settings.docs_public:  # production default: no /docs, /redoc or /openapi.json (API_DOCS_PUBLIC=true)
         for key in ("docs_url", "redoc_url", "openapi_url"):
             fastapi_kwargs.setdefault(key, None)
@@ -147,7 +149,7 @@ def create_app(
             install_fault_admin(app, faults)
         if faults.active:
             _log.warning("fault injection is on", **faults.as_dict())
-    _add_error_handlers(app)
+    add_error_handlers(app)
     return instrument_app(app, telemetry=tel, middleware=layers, auth=not public)
 
 
@@ -215,42 +217,3 @@ def _fault_layer(state: FaultState, exempt: set[str]) -> MiddlewareFactory:
         return FaultInjection(inner, state=state, exempt=exempt)
 
     return layer
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    """A downstream the client gave up on is this service's 503 (504 on its deadline), never a bare 500."""
-
-    async def circuit_open(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, CircuitOpenError)
-        retry_after = _retry_after(request, exc.target)
-        return JSONResponse(
-            {
-                "error": "dependency_unavailable",
-                "dependency": exc.target,
-                "detail": f"{exc.target} is unavailable: its circuit breaker is open; retry later",
-            },
-            status_code=503,
-            headers={"retry-after": str(retry_after)},
-        )
-
-    async def call_failed(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ServiceCallError)
-        status = 504 if exc.reason == "deadline" else 503
-        return JSONResponse(
-            {
-                "error": "dependency_failed",
-                "dependency": exc.target,
-                "reason": exc.reason,
-                "detail": f"{exc.target} did not answer successfully after {exc.attempts} attempt(s)",
-            },
-            status_code=status,
-        )
-
-    app.add_exception_handler(CircuitOpenError, circuit_open)
-    app.add_exception_handler(ServiceCallError, call_failed)
-
-
-def _retry_after(request: Request, target: str) -> int:
-    """Whole seconds until the breaker lets a probe through, at most: its open timeout."""
-    client = getattr(request.app.state, "clients", {}).get(target)
-    return max(1, math.ceil(client.config.breaker_timeout)) if client is not None else 1

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from otel_dist import ServiceClient, create_app, downstream, get_logger, throttle
+from otel_dist import EncodableStr, ServiceClient, create_app, downstream, get_logger, throttle
 
 log = get_logger("services.gateway")
 app = create_app("gateway", downstreams=["auth", "orders"], public=True)
@@ -73,32 +73,37 @@ CurrentUser = Annotated[User, Depends(current_user)]
 class Credentials(BaseModel):
     # The auth service's contract, checked here so a bad body never costs a downstream call.
     username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    password: str = Field(min_length=8, max_length=256)
+    password: EncodableStr = Field(min_length=8, max_length=256)
 
 
 class NewOrder(BaseModel):
-    item: str = Field(min_length=1, max_length=100)
+    item: EncodableStr = Field(min_length=1, max_length=100)
     quantity: int = Field(default=1, gt=0, le=1000)
 
 
-@app.post("/register", status_code=201)
+THROTTLED = {429: {"description": "Too many attempts (per username or per client); see Retry-After"}}
+BAD_GATEWAY = {502: {"description": "A downstream service answered unexpectedly"}}
+NEEDS_USER = {401: {"description": "A valid bearer token is required"}}
+
+
+@app.post("/register", status_code=201, responses={409: {"description": "Username taken"}, **THROTTLED, **BAD_GATEWAY})
 async def register(body: Credentials, request: Request, auth: Auth) -> JSONResponse:
     register_throttle.check(request, body.username)
     return relay(await auth.post("/users", json=body.model_dump()), 201)
 
 
-@app.post("/login")
+@app.post("/login", responses={401: {"description": "Invalid username or password"}, **THROTTLED, **BAD_GATEWAY})
 async def login(body: Credentials, request: Request, auth: Auth) -> JSONResponse:
     login_throttle.check(request, body.username)
     return relay(await auth.post("/login", json=body.model_dump(), headers=_safe_to_resend()), 200)
 
 
-@app.post("/orders", status_code=201)
+@app.post("/orders", status_code=201, responses={**NEEDS_USER, **BAD_GATEWAY})
 async def create_order(body: NewOrder, user: CurrentUser, orders: Orders) -> JSONResponse:
     return relay(await orders.post("/orders", json={"user_id": user.id, **body.model_dump()}), 201)
 
 
-@app.get("/orders/{order_id}")
+@app.get("/orders/{order_id}", responses={**NEEDS_USER, 404: {"description": "No such order"}, **BAD_GATEWAY})
 async def read_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> JSONResponse:
     response = await orders.get(f"/orders/{order_id}")
     if response.status_code == 200 and response.json()["user_id"] != user.id:

@@ -9,13 +9,13 @@ Internal: every route needs a service token (the gateway calls it).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select
 
-from otel_dist import DbSession, ServiceClient, create_app, downstream, get_logger
+from otel_dist import DbSession, EncodableStr, ServiceClient, create_app, downstream, get_logger
 
 log = get_logger("services.orders")
 metadata = MetaData()
@@ -37,8 +37,13 @@ Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 
 class NewOrder(BaseModel):
     user_id: int = Field(gt=0, le=MAX_ID)
-    item: str = Field(min_length=1, max_length=100)
+    item: EncodableStr = Field(min_length=1, max_length=100)
     quantity: int = Field(gt=0, le=1000)
+
+
+class UserRef(BaseModel):
+    id: int
+    username: str
 
 
 class Order(BaseModel):
@@ -47,7 +52,12 @@ class Order(BaseModel):
     item: str
     quantity: int
     created_at: datetime
-    user: dict[str, Any] | None = None
+    user: UserRef | None = None
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands DateTime(timezone=True) back naive; it was stored in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @app.post("/orders", status_code=201)
@@ -61,15 +71,18 @@ async def create_order(body: NewOrder, session: DbSession) -> Order:
     return order
 
 
-@app.get("/orders/{order_id}")
+@app.get(
+    "/orders/{order_id}",
+    responses={404: {"description": "No such order"}, 502: {"description": "auth answered unexpectedly"}},
+)
 async def read_order(order_id: OrderId, session: DbSession, auth: Auth) -> Order:
     row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
     if row is None:
         raise HTTPException(404, "no such order")
-    order = Order(**row._mapping)
+    order = Order(**{**row._mapping, "created_at": _aware(row.created_at)})
     response = await auth.get(f"/users/{order.user_id}")
     if response.status_code == 200:
-        order.user = response.json()
+        order.user = UserRef.model_validate(response.json())
     elif response.status_code != 404:
         raise HTTPException(502, f"auth answered {response.status_code} to a user lookup")
     return order

@@ -187,3 +187,54 @@ def test_service_name_defaults_to_the_template_name(monkeypatch):
         assert app.version == "9.9.9"  # the environment wins over the template's default
     finally:
         reset_telemetry()
+
+
+def test_a_template_service_holds_its_contract_under_schemathesis(tmp_path):
+    """A service written the template's way: validated parameters, documented errors, honest schemas."""
+    from fastapi import HTTPException, Path
+    from pydantic import BaseModel, Field
+    from sqlalchemy import String, insert
+
+    from otel_dist import EncodableStr, service_auth
+
+    from .test_services import run_schemathesis
+
+    notes = MetaData()
+    table = Table("notes", notes, Column("id", Integer, primary_key=True), Column("text", String(200)))
+    secret = secrets.token_urlsafe(48)
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}"}
+    with capture_telemetry(env, service_name="notes", jwt_secret=secret):
+        app = create_app("notes", metadata=notes)
+
+        class NewNote(BaseModel):
+            text: EncodableStr = Field(min_length=1, max_length=200)
+
+        class Note(BaseModel):
+            id: int
+            text: str
+
+        @app.post("/notes", status_code=201)
+        async def add(body: NewNote, session: DbSession) -> Note:
+            note_id = (await session.execute(insert(table).values(text=body.text).returning(table.c.id))).scalar_one()
+            await session.commit()
+            return Note(id=note_id, text=body.text)
+
+        @app.get("/notes/{note_id}", responses={404: {"description": "No such note"}})
+        async def read(note_id: Annotated[int, Path(gt=0, le=2**31 - 1)], session: DbSession) -> Note:
+            row = (await session.execute(select(table).where(table.c.id == note_id))).first()
+            if row is None:
+                raise HTTPException(404, "no such note")
+            return Note(id=row.id, text=row.text)
+
+        settings = app.state.settings
+        caller = load_caller_settings(secret)
+        token = service_auth("notes", settings=caller).minter.token("notes")
+        assert settings.service_name == "notes"
+        with serve_app(app) as url:
+            run_schemathesis(url, token)
+
+
+def load_caller_settings(secret: str):
+    from otel_dist import load_settings
+
+    return load_settings({"ENVIRONMENT": "test"}, service_name="tests", jwt_secret=secret)

@@ -27,6 +27,7 @@ register_secret(SECRET)
 # Values of the wrong Python type for a typed keyword override (bootstrap(name=value)).
 WRONG_TYPES: dict[str, list[Any]] = {
     "bool": [1, "maybe", 3 + 4j],
+    "bool | None": [1, "maybe", 3 + 4j],
     "int": [2.5, True, "ten", [1], 3 + 4j],
     "float": [True, "ten", [1.0], 3 + 4j],
     "str": [12345, b"bytes", ["a"], 3 + 4j],

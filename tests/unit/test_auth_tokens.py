@@ -233,6 +233,7 @@ def test_auth_settings_rows():
         "SERVICE_JWT_PRIVATE_KEY": ed.replace("\n", "\\n"),
         "SERVICE_JWT_JWKS_URLS": "billing=http://billing:8000/.well-known/jwks.json,audit=/etc/keys/audit.json",
         "SERVICE_JWT_CACHE_SIZE": "50",
+        "ENVIRONMENT": "test",  # plain-http JWKS URLs are refused in production
     }
     s = load_settings(env)
     assert s.jwt_allowed_algorithms == ("EdDSA", "HS256")

@@ -273,6 +273,7 @@ def test_rotation_with_overlap_never_fails_a_request():
                 stop = threading.Event()
                 worker = threading.Thread(target=_hammer, args=(base, minter_of, stop, statuses))
                 worker.start()
+
                 # Waits on conditions, not on fixed sleeps: the machine may be loaded.
                 def after(count: Any, more: int) -> None:
                     target, deadline = count() + more, time.monotonic() + 30

@@ -188,8 +188,8 @@ class ServiceAuthMiddleware:
         if suppressed is not None:
             if suppressed:
                 fields[SUPPRESSED] = suppressed
-            message = "service request denied" if failure.denied else "service token rejected"
-            self._sink.emit(30, LOGGER, message, fields, span=span)
+            line = "service request denied" if failure.denied else "service token rejected"
+            self._sink.emit(30, LOGGER, line, fields, span=span)
         if scope["type"] == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":

@@ -81,9 +81,10 @@ class NewOrder(BaseModel):
     quantity: int = Field(default=1, gt=0, le=1000)
 
 
-THROTTLED = {429: {"description": "Too many attempts (per username or per client); see Retry-After"}}
-BAD_GATEWAY = {502: {"description": "A downstream service answered unexpectedly"}}
-NEEDS_USER = {401: {"description": "A valid bearer token is required"}}
+Responses = dict[int | str, dict[str, Any]]
+THROTTLED: Responses = {429: {"description": "Too many attempts (per username or per client); see Retry-After"}}
+BAD_GATEWAY: Responses = {502: {"description": "A downstream service answered unexpectedly"}}
+NEEDS_USER: Responses = {401: {"description": "A valid bearer token is required"}}
 
 
 @app.post("/register", status_code=201, responses={409: {"description": "Username taken"}, **THROTTLED, **BAD_GATEWAY})

@@ -548,6 +548,21 @@ class Settings:
         accepts="an integer, 0 to 1000000",
         doc="verified tokens kept until their expiry (LRU); 0 = verify every request",
     )
+    jwt_replay_cache_size: int = _setting(
+        "SERVICE_JWT_REPLAY_CACHE_SIZE",
+        default=0,
+        parse=_number(int, 0, 1_000_000),
+        accepts="an integer, 0 to 1000000",
+        doc="jti of accepted tokens remembered until their exp, refusing a second use (401 replayed); 0 = off. "
+        "Callers must then send SERVICE_JWT_TOKEN_PER_REQUEST=true",
+    )
+    jwt_token_per_request: bool = _setting(
+        "SERVICE_JWT_TOKEN_PER_REQUEST",
+        default=False,
+        parse=_bool,
+        accepts="true or false",
+        doc="mint a new service token for every request (for callees with a replay cache) instead of reusing one",
+    )
     # --- services, health, faults ---
     database_url: str | None = _setting(
         "DATABASE_URL",

@@ -44,6 +44,7 @@ def build_verifier(config: AuthConfig, settings: Any) -> TokenVerifier:
         leeway=settings.jwt_leeway,
         allowed_callers=settings.jwt_allowed_callers,
         cache_size=settings.jwt_cache_size,
+        replay_cache_size=settings.jwt_replay_cache_size,
     )
 
 

@@ -108,6 +108,7 @@ class ServiceTokenAuth(httpx.Auth):
         algorithm: str | None = None,
         lifetime: int = 3600,
         minter: TokenMinter | None = None,
+        per_request: bool = False,
     ) -> None:
         if not audience:
             raise ValueError("audience must be the called service's name")
@@ -125,12 +126,14 @@ class ServiceTokenAuth(httpx.Auth):
         self.issuer = issuer
         self.audience = audience
         self.minter = minter
+        self.per_request = per_request  # a callee with a replay cache accepts each token once
 
     def __repr__(self) -> str:
         return f"ServiceTokenAuth(issuer={self.issuer!r}, audience={self.audience!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = "Bearer " + self.minter.token(self.audience)
+        token = self.minter.mint(self.audience) if self.per_request else self.minter.token(self.audience)
+        request.headers["Authorization"] = "Bearer " + token
         response = yield request
         if response.status_code == 401 and _token_rejected(response):
             # The receiver may have rotated keys or restarted: one fresh token, one resend, never a loop.
@@ -170,4 +173,4 @@ def service_auth(target: str, *, settings: Settings | None = None) -> ServiceTok
         if len(_minters) > 64:
             _minters.clear()
         minter = _minters[cache_key] = TokenMinter(settings.service_name, key, lifetime=settings.jwt_lifetime)
-    return ServiceTokenAuth(settings.service_name, target, minter=minter)
+    return ServiceTokenAuth(settings.service_name, target, minter=minter, per_request=settings.jwt_token_per_request)

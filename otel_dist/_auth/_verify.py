@@ -45,7 +45,7 @@ from jwt.types import Options
 from ._jwks import TrustStore
 from ._keys import ASYMMETRIC, MAX_KID_LENGTH, SYMMETRIC, VerificationKey
 
-__all__ = ["AuthFailure", "KeysNeeded", "ServiceIdentity", "TokenVerifier", "VerifiedTokenCache"]
+__all__ = ["AuthFailure", "KeysNeeded", "ReplayCache", "ServiceIdentity", "TokenVerifier", "VerifiedTokenCache"]
 
 MAX_TOKEN_BYTES = 8192
 MAX_LIFETIME = 86400
@@ -69,6 +69,7 @@ EXPIRED = "expired"
 NOT_YET_VALID = "not_yet_valid"
 LIFETIME_TOO_LONG = "lifetime_too_long"
 CALLER_NOT_ALLOWED = "caller_not_allowed"
+REPLAYED = "replayed"
 INTERNAL_ERROR = "internal_error"
 REASONS = (
     MISSING,
@@ -87,6 +88,7 @@ REASONS = (
     NOT_YET_VALID,
     LIFETIME_TOO_LONG,
     CALLER_NOT_ALLOWED,
+    REPLAYED,
     INTERNAL_ERROR,
 )
 
@@ -177,6 +179,38 @@ class VerifiedTokenCache:
         self._entries.clear()
 
 
+class ReplayCache:
+    """The ``jti`` of every token this verifier (one audience) accepted, until the token's ``exp``.
+
+    Bounded: past ``maxsize`` live entries the oldest are forgotten (a replay of one of
+    those would pass again), so size it above requests-per-token-lifetime.  Off by default;
+    with it on, callers must send a new token per request (``SERVICE_JWT_TOKEN_PER_REQUEST``).
+    """
+
+    __slots__ = ("_seen", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_use(self, key: str, expires_at: float, now: float) -> bool:
+        seen = self._seen
+        previous = seen.get(key)
+        if previous is not None and previous > now:
+            return False
+        seen[key] = expires_at
+        seen.move_to_end(key)
+        while seen:  # oldest first: expired ones, and any beyond the bound
+            oldest, expiry = next(iter(seen.items()))
+            if expiry > now and len(seen) <= self.maxsize:
+                break
+            seen.pop(oldest, None)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 _DECODE_OPTIONS: Options = {
     "require": list(REQUIRED_CLAIMS),
     "strict_aud": True,  # aud is one string equal to ours: a list never matches
@@ -230,6 +264,7 @@ class TokenVerifier:
         leeway: float = 30.0,
         allowed_callers: Iterable[str] = (),
         cache_size: int = 10_000,
+        replay_cache_size: int = 0,
         max_lifetime: float = MAX_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -246,6 +281,7 @@ class TokenVerifier:
         self.allowed_callers = frozenset(allowed_callers)
         self.max_lifetime = max_lifetime
         self.cache = VerifiedTokenCache(cache_size)
+        self.replays = ReplayCache(replay_cache_size) if replay_cache_size > 0 else None
         self._clock = clock
 
     # ------------------------------------------------------------ hot path
@@ -278,6 +314,10 @@ class TokenVerifier:
                 self.cache.put(digest, identity, identity.expires_at, generation)
         if self.allowed_callers and identity.name not in self.allowed_callers:
             raise AuthFailure(CALLER_NOT_ALLOWED, denied=True, identity=identity)
+        if self.replays is not None and not self.replays.first_use(
+            f"{identity.name}\x00{identity.token_id}", identity.expires_at, now
+        ):
+            raise AuthFailure(REPLAYED, identity=identity)
         return identity
 
     async def verify_after_refresh(self, header_value: bytes | None, needed: KeysNeeded) -> ServiceIdentity:

@@ -113,3 +113,38 @@ def test_api_docs_are_not_public_in_production_unless_configured(environment, do
     inside_statuses = {status for (base, _), status in statuses.items() if base == inside}
     outside_statuses = {status for (base, _), status in statuses.items() if base == outside}
     assert (inside_statuses, outside_statuses) == ({expected[0]}, {expected[1]}), statuses
+
+
+def test_the_optional_replay_cache_refuses_a_second_use_of_a_token():
+    from otel_dist import TokenMinter
+    from otel_dist._auth import hmac_key
+
+    from .test_auth_support import CALLER, SERVICE
+
+    with capture_telemetry(service_name=SERVICE, jwt_secret=SECRET, jwt_replay_cache_size=1000):
+        with serve_app(build_app()) as base:
+            token = TokenMinter(CALLER, hmac_key(SECRET)).mint(SERVICE)
+            first = httpx.get(base + "/orders/1", headers={"authorization": f"Bearer {token}"}, timeout=30)
+            replay = httpx.get(base + "/orders/1", headers={"authorization": f"Bearer {token}"}, timeout=30)
+            # A caller configured for it (SERVICE_JWT_TOKEN_PER_REQUEST=true) sends a new token every time.
+            caller = load_settings(
+                {"ENVIRONMENT": "test"}, service_name=CALLER, jwt_secret=SECRET, jwt_token_per_request=True
+            )
+            from otel_dist import service_auth
+
+            auth = service_auth(SERVICE, settings=caller)
+            with httpx.Client(auth=auth, timeout=30) as client:
+                fresh = [client.get(base + f"/orders/{i}").status_code for i in range(3)]
+    assert first.status_code == 200
+    assert replay.status_code == 401 and replay.json()["reason"] == "replayed"
+    assert fresh == [200, 200, 200]
+
+
+def test_replay_cache_is_bounded():
+    from otel_dist._auth._verify import ReplayCache
+
+    cache = ReplayCache(100)
+    for i in range(1000):
+        assert cache.first_use(f"jti-{i}", expires_at=1e12, now=0.0)
+    assert len(cache) == 100
+    assert not cache.first_use("jti-999", expires_at=1e12, now=0.0)  # recent ones are remembered

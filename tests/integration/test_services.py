@@ -237,6 +237,25 @@ def test_one_user_cannot_take_the_gateway_out_for_everyone(services):
     assert breaker_openings(services) == opened_before
 
 
+def test_non_encodable_input_is_a_4xx_never_a_500(services):
+    """Lone surrogates (valid JSON escapes, not valid Unicode) in values and in keys."""
+    json_headers = {"content-type": "application/json"}
+    password = b'{"username": "ada-lovelace", "password": "\\ud800\\ud800-correct-horse"}'
+    for url in (services.gateway.url + "/login", services.gateway.url + "/register"):
+        response = httpx.post(url, content=password, headers=json_headers)
+        assert response.status_code == 422, response.text
+    direct = httpx.post(
+        services.auth.url + "/login", content=password, headers=json_headers, auth=services.admin("auth")
+    )
+    assert direct.status_code == 422, direct.text
+    key = b'{"\\udcff": 1}'  # FastAPI echoed the whole body as `input` of the "missing" errors: a 500
+    order = httpx.post(
+        services.orders.url + "/orders", content=key, headers=json_headers, auth=services.admin("orders")
+    )
+    assert order.status_code == 422, order.text
+    assert "input" not in order.json()["detail"][0]  # the request is not echoed back
+
+
 def test_a_failed_login_reaches_auth_once(services):
     """The gateway's ServiceTokenAuth resends only on Bearer error="invalid_token": one scrypt per failed login."""
 

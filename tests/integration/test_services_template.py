@@ -238,3 +238,35 @@ def load_caller_settings(secret: str):
     from otel_dist import load_settings
 
     return load_settings({"ENVIRONMENT": "test"}, service_name="tests", jwt_secret=secret)
+
+
+def test_database_errors_are_clear_5xx_bodies_without_traces(tmp_path):
+    from sqlalchemy import insert, text
+
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'broken.db'}"}
+    with capture_telemetry(env, service_name="broken", auth_enabled=False) as cap:
+        app = create_app("broken", metadata=metadata)
+
+        @app.get("/missing-table")
+        async def missing(session: DbSession) -> dict[str, int]:
+            await session.execute(text("SELECT secret_column FROM no_such_table"))
+            return {}
+
+        @app.post("/duplicate")
+        async def duplicate(session: DbSession) -> dict[str, int]:
+            await session.execute(insert(things).values(id=1))
+            await session.execute(insert(things).values(id=1))
+            return {}
+
+        with serve_app(app) as url:
+            missing_response = httpx.get(url + "/missing-table", timeout=30)
+            duplicate_response = httpx.post(url + "/duplicate", timeout=30)
+        lines = [line for line in cap.log_lines() if line["message"] == "database error"]
+    assert missing_response.status_code == 503 and missing_response.json()["error"] == "database_unavailable"
+    assert duplicate_response.status_code == 500 and duplicate_response.json()["error"] == "database_error"
+    for response in (missing_response, duplicate_response):
+        assert (
+            "Traceback" not in response.text and "SELECT" not in response.text and "no_such_table" not in response.text
+        )
+    assert [line["error.type"] for line in lines] == ["OperationalError", "IntegrityError"]
+    assert all("no_such_table" not in str(line) for line in lines)

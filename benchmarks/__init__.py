@@ -2,5 +2,5 @@
 
 ``python -m benchmarks.run --quick`` (a minute or two) or ``python -m benchmarks.run``
 (the full, alternating-rounds run that writes ``benchmarks/RESULTS.md``).  See the
-Benchmarks section of the README for what each scenario measures.
+docs/explanation/benchmarks.md for what each scenario measures.
 """

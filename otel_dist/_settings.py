@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -718,6 +719,40 @@ def settings_table() -> list[dict[str, Any]]:
         }
         for f in dataclasses.fields(Settings)
     ]
+
+
+# --- one family of settings, by a naming rule: the URL of any downstream service ---
+
+SERVICE_URL_RULE = "<NAME>_SERVICE_URL"
+SERVICE_URL_DOC = (
+    "base URL of the service NAME called through create_app(downstreams=['NAME']): the name upper-cased, "
+    "every character other than a letter or digit turned into '_' (inventory -> INVENTORY_SERVICE_URL, "
+    "user-profile -> USER_PROFILE_SERVICE_URL)"
+)
+_SERVICE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+
+
+def service_url_variable(service: str) -> str:
+    """The variable holding `service`'s URL: ``inventory`` -> ``INVENTORY_SERVICE_URL``."""
+    if not isinstance(service, str) or not _SERVICE.fullmatch(service):
+        raise ConfigError(
+            f"create_app(downstreams=[{service!r}]): not a service name; "
+            "accepted: a letter, then up to 62 letters, digits, '-', '_' or '.'"
+        )
+    return re.sub(r"[^A-Za-z0-9]", "_", service).upper() + "_SERVICE_URL"
+
+
+def service_url(service: str, settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """`service`'s base URL: its row of the table when it has one (auth, orders), else the environment by the rule."""
+    variable = service_url_variable(service)
+    for f in dataclasses.fields(Settings):
+        if variable in f.metadata["env"]:
+            return getattr(settings, f.name)
+    raw = (os.environ if env is None else env).get(variable, "")
+    try:
+        return _url(raw)
+    except ValueError:
+        raise ConfigError(f"{variable}: invalid value {raw!r}; accepted: an http:// or https:// URL") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

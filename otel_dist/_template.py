@@ -48,7 +48,7 @@ from ._instrumentation import MiddlewareFactory
 from ._logs import get_logger
 from ._resilience import ServiceClient, breaker_states
 from ._server import ASGIApp
-from ._settings import ConfigError, Settings, load_settings
+from ._settings import ConfigError, Settings, load_settings, service_url, service_url_variable
 from ._web import instrument_app
 
 __all__ = ["create_app", "downstream"]
@@ -75,7 +75,8 @@ def create_app(
 
     - `metadata`: SQLAlchemy ``MetaData`` whose tables are created at start-up; implies ``database=True``.
     - `database`: open a :class:`Database` (``DATABASE_URL``, default ``./<name>.db``) without creating tables.
-    - `downstreams`: service names whose URL comes from ``<NAME>_SERVICE_URL`` (``["auth"]``) or
+    - `downstreams`: service names whose URL comes from ``<NAME>_SERVICE_URL`` (``["inventory"]`` reads
+      ``INVENTORY_SERVICE_URL``; ``-`` and ``.`` become ``_``) or
       ``{"name": "http://..."}``; handlers get the clients with ``Depends(downstream("name"))``.
     - `checks`: extra readiness checks (async callables) by name.
     - `lifespan`: the app's own lifespan, entered after the database and clients are open.
@@ -194,8 +195,8 @@ def _downstream_urls(settings: Settings, downstreams: Iterable[str] | Mapping[st
         return {target: url.rstrip("/") for target, url in downstreams.items()}
     urls: dict[str, str] = {}
     for target in downstreams:
-        variable = f"{target.upper()}_SERVICE_URL"
-        url = getattr(settings, f"{target.lower()}_service_url", None)
+        variable = service_url_variable(target)
+        url = service_url(target, settings)
         if not url:
             raise ConfigError(
                 f"{variable}: required by create_app(downstreams=[{target!r}]); accepted: an http:// or https:// URL"

@@ -1,1 +1,1 @@
-"""Example services built on otel-dist: auth, orders and gateway (see README, "Example services")."""
+"""Example services built on otel-dist: auth, orders and gateway (see docs/how-to/example-services.md)."""

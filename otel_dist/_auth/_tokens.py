@@ -32,12 +32,15 @@ MAX_AUDIENCES = 1024
 
 
 class TokenMinter:
-    """Mints and caches tokens for one issuer, per audience."""
+    """Mints and caches tokens for one issuer, per audience.
+
+    `key` is a :class:`SigningKey` or an HMAC secret (str or bytes, at least 32 bytes, signed HS256).
+    """
 
     def __init__(
         self,
         issuer: str,
-        key: SigningKey,
+        key: SigningKey | str | bytes,
         *,
         lifetime: int = 3600,
         clock: Callable[[], float] = time.time,
@@ -45,7 +48,7 @@ class TokenMinter:
         if not issuer:
             raise ValueError("issuer must be a service name")
         self.issuer = issuer
-        self.key = key
+        self.key = hmac_key(key) if isinstance(key, str | bytes) else key
         self.lifetime = int(lifetime)
         self._margin = min(300.0, self.lifetime / 4)
         self._clock = clock

@@ -1,6 +1,6 @@
 """Verification of service tokens: PyJWT's decode, the contract's own checks, and a cache.
 
-The token contract (README, "Service-to-service auth"):
+The token contract (docs/how-to/service-auth.md, "Token contract"):
 
 - header ``alg`` in the allow-list, optional ``kid`` (a string of at most 128
   characters); ``crit`` and ``b64: false`` are refused; ``jwk``, ``jku``,

@@ -178,7 +178,7 @@ def _services_root() -> Path:
             return Path(spec.origin).resolve().parents[2]
     raise DemoError(
         "the example services (services/auth, services/orders, services/gateway) come with the source "
-        "checkout: clone the repository and run `.venv/bin/otel-dist demo` there (see README, Quickstart)"
+        "checkout: clone the repository and run `.venv/bin/otel-dist demo` there (see docs/tutorial/getting-started.md)"
     )
 
 

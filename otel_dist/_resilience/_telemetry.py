@@ -2,7 +2,7 @@
 
 No OpenTelemetry semantic convention covers retries or circuit breakers, so every instrument lives under
 ``otel_dist.client.*`` / ``otel_dist.circuit_breaker.*`` and every attribute is bounded: the target
-service name, the HTTP method, an outcome, a reason or a breaker state.  The README's table documents them.
+service name, the HTTP method, an outcome, a reason or a breaker state.  docs/how-to/service-client.md documents them.
 """
 
 from __future__ import annotations

@@ -152,3 +152,31 @@ def test_url_credentials_are_redacted_in_the_dump():
     dump = repr(s.redacted())
     assert "pw-in-url" not in dump and "otlp-pass" not in dump and "jwks-key-1" not in dump
     assert "http://REDACTED:REDACTED@auth:8000" in dump and "api_key=REDACTED" in dump
+
+
+def test_any_downstream_name_has_a_url_variable_by_the_documented_rule():
+    from otel_dist._settings import service_url, service_url_variable
+
+    assert service_url_variable("inventory") == "INVENTORY_SERVICE_URL"
+    assert service_url_variable("user-profile") == "USER_PROFILE_SERVICE_URL"
+    assert service_url_variable("billing.v2") == "BILLING_V2_SERVICE_URL"
+    settings = load_settings(env={"AUTH_SERVICE_URL": "http://auth:8000/"})
+    env = {"INVENTORY_SERVICE_URL": "http://inventory:8000/", "AUTH_SERVICE_URL": "http://elsewhere"}
+    assert service_url("inventory", settings, env) == "http://inventory:8000"
+    assert service_url("auth", settings, env) == "http://auth:8000"  # a row of the table wins: it was loaded
+    assert service_url("shipping", settings, env) is None
+    with pytest.raises(ConfigError, match=r"^INVENTORY_SERVICE_URL: invalid value 'inventory:8000'; accepted: an http"):
+        service_url("inventory", settings, {"INVENTORY_SERVICE_URL": "inventory:8000"})
+    for bad in ("", "9lives", "a b", "x/y"):
+        with pytest.raises(ConfigError, match="not a service name"):
+            service_url_variable(bad)
+
+
+def test_the_public_api_is_complete_and_lazy():
+    import otel_dist
+
+    assert sorted(otel_dist.__all__) == sorted(otel_dist._MODULE_OF)
+    for name in otel_dist.__all__:
+        assert getattr(otel_dist, name) is not None
+    with pytest.raises(AttributeError):
+        otel_dist.no_such_name  # noqa: B018

@@ -1,0 +1,47 @@
+"""MkDocs hooks: the parts of the site generated from the code, so they cannot drift from it.
+
+``<!-- otel-dist: settings-table -->`` in a page becomes the table of every setting in
+``otel_dist/_settings.py`` (one row per field of ``Settings``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_dist._settings import SERVICE_URL_DOC, SERVICE_URL_RULE, settings_table
+
+SETTINGS_MARKER = "<!-- otel-dist: settings-table -->"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple):
+        return ",".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value) or "(empty)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def settings_markdown() -> str:
+    """The settings table as Markdown: variable(s), default, accepted values, secret, meaning."""
+    rows = [
+        "| environment variable(s) | default | accepted | secret | what | keyword |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in settings_table():
+        envs = " / ".join(f"`{env}`" for env in row["env"])
+        rows.append(
+            f"| {envs} | `{_cell(_shown(row['default']))}` | {_cell(row['accepts'])} | "
+            f"{'yes' if row['secret'] else ''} | {_cell(row['doc'])} | `{row['name']}` |"
+        )
+    rows.append(f"| `{SERVICE_URL_RULE}` | `(unset)` | an http:// or https:// URL |  | {SERVICE_URL_DOC} |  |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    if SETTINGS_MARKER in markdown:
+        markdown = markdown.replace(SETTINGS_MARKER, settings_markdown())
+    return markdown

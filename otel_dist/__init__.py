@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._auth import CallingService, ServiceIdentity, ServiceTokenAuth, TokenMinter, calling_service, service_auth
     from ._bootstrap import Telemetry, bootstrap, current
     from ._db import Database, DbSession, db_session
+    from ._deadline import DEADLINE_HEADER, remaining_time
     from ._errors import EncodableStr, ErrorBody
     from ._health import Readiness, ReadinessCheck
     from ._logs import StructuredLogger, get_logger
@@ -38,6 +39,8 @@ _MODULE_OF = {
     "Database": "._db",
     "DbSession": "._db",
     "db_session": "._db",
+    "DEADLINE_HEADER": "._deadline",
+    "remaining_time": "._deadline",
     "EncodableStr": "._errors",
     "ErrorBody": "._errors",
     "Readiness": "._health",
@@ -59,6 +62,7 @@ _MODULE_OF = {
 }
 
 __all__ = [
+    "DEADLINE_HEADER",
     "CallingService",
     "CircuitOpenError",
     "ConfigError",
@@ -87,6 +91,7 @@ __all__ = [
     "get_logger",
     "instrument_app",
     "load_settings",
+    "remaining_time",
     "service_auth",
     "throttle",
 ]

@@ -12,6 +12,7 @@ so no route is scanned twice, and a 404 never adds a series.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import weakref
@@ -23,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
 from ._logs import LogSink
 from ._propagation import clean_correlation_id, correlation_id, extract_from_headers
 from ._settings import Settings
@@ -42,6 +44,18 @@ _MAX_HOST = 255
 _MAX_ADDRESS = 64
 _INBOUND_LINK = {"otel_dist.link.type": "inbound_untrusted"}
 _MAX_LIST_HEADER = 8192
+_DEADLINE_BODY = b'{"error":"deadline_exceeded","detail":"the deadline of this request passed before it was answered"}'
+_DEADLINE_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_DEADLINE_BODY)).encode())]
+_CLIENT_CLOSED = 499  # nginx's "client closed request": no response was sent
+
+
+async def _answer_deadline_exceeded(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 504, "headers": list(_DEADLINE_HEADERS)})
+    await send({"type": "http.response.body", "body": _DEADLINE_BODY})
+
+
+async def _expired_on_arrival(scope: Scope, receive: Receive, send: Send) -> None:
+    await _answer_deadline_exceeded(send)
 
 
 class ActiveRequests:
@@ -132,6 +146,10 @@ class ServerTelemetry:
         self.app = app
         # A public edge does not let the internet choose its trace, sampling or baggage.
         self._inbound = settings.public_inbound_context if public else "trust"
+        # A public edge starts every request's deadline itself; an internal service takes the
+        # caller's when it is shorter (never longer: a caller cannot extend this service's work).
+        self._public = public
+        self._request_timeout = settings.request_timeout
         self._tracer = tracer
         self._sink = sink
         self._untraced = frozenset(settings.untraced_paths)
@@ -145,6 +163,15 @@ class ServerTelemetry:
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
         )
         self._active = ActiveRequests.of(meter)
+        self._cancellations = meter.create_counter(
+            "otel_dist.server.cancellations",
+            unit="{request}",
+            description="Requests whose work was cancelled: deadline expired on arrival or while handled, "
+            "or the caller disconnected.",
+        )
+        self._cancel_attrs = {
+            r: {"otel_dist.cancel.reason": r} for r in ("expired_on_arrival", "deadline", "client_disconnect")
+        }
         # Metric attribute dicts are reused per (method, scheme, route, status, error):
         # bounded because every member is low-cardinality.
         self._attr_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -154,7 +181,7 @@ class ServerTelemetry:
             await self.app(scope, receive, send)
             return
 
-        traceparent = tracestate = baggage = legacy = None
+        traceparent = tracestate = baggage = legacy = deadline_raw = None
         user_agent = host = None
         corr_header = self._correlation_header
         for name, value in scope["headers"]:
@@ -173,6 +200,8 @@ class ServerTelemetry:
                 user_agent = value.decode("latin-1")
             elif name == b"host":
                 host = value.decode("latin-1")
+            elif name == HEADER_BYTES:
+                deadline_raw = deadline_raw or value
 
         method = scope["method"]
         if method not in _KNOWN_METHODS:
@@ -181,9 +210,9 @@ class ServerTelemetry:
         parent = extract_from_headers(traceparent, tracestate, baggage)
         links = None
         if parent is not None and self._inbound != "trust":
-            inbound = trace.get_current_span(parent).get_span_context()
-            if inbound.is_valid and self._inbound == "link":
-                links = [Link(inbound, _INBOUND_LINK)]
+            caller_context = trace.get_current_span(parent).get_span_context()
+            if caller_context.is_valid and self._inbound == "link":
+                links = [Link(caller_context, _INBOUND_LINK)]
             parent = None  # a new root: our sampler decides, and the caller's baggage stays outside
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -212,6 +241,15 @@ class ServerTelemetry:
         if corr is not None:
             attributes["otel_dist.correlation_id"] = corr
 
+        budget = self._request_timeout
+        if deadline_raw is not None and not self._public:
+            inbound = parse_deadline(deadline_raw)  # invalid: ignored, this service's own timeout applies
+            if inbound is not None:
+                attributes["otel_dist.deadline_ms"] = int(inbound * 1000)
+                budget = min(budget, inbound)
+        app = self.app if budget > 0 else _expired_on_arrival
+        cancel_reason = "expired_on_arrival" if budget <= 0 else None
+
         start = time.perf_counter()
         span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
@@ -225,21 +263,45 @@ class ServerTelemetry:
         active = self._active.enter(method, scheme)
         status = 500
         error_type: str | None = None
+        started = False
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        request = RequestContext(time.monotonic() + budget, receive, task)
+        # One plain loop timer (fewer calls than asyncio.timeout); it cancels the task at the deadline.
+        timer = loop.call_at(loop.time() + budget, request.expire) if budget > 0 else None
+        request_token = REQUEST.set(request)
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [*message.get("headers", ()), *response_headers]
+            elif not message.get("more_body", False):
+                request.done = True  # a disconnect or the deadline from now on cancels nothing
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            try:
+                await app(scope, request.app_receive, send_with_headers)
+            except asyncio.CancelledError:
+                if request.cancelled is None or task is None:
+                    raise
+                task.uncancel()  # ours: the deadline passed or the caller left; not an error
+                cancel_reason = request.cancelled
+                if not started and cancel_reason == "deadline":
+                    await _answer_deadline_exceeded(send_with_headers)
+                elif not started:
+                    status = _CLIENT_CLOSED
         except BaseException as exc:
             error_type = type(exc).__qualname__
             span.set_status(Status(StatusCode.ERROR, error_type))
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
+            request.close()
+            REQUEST.reset(request_token)
             duration = time.perf_counter() - start
             template = route_template(scope)
             if error_type is None and status >= 500:
@@ -251,12 +313,17 @@ class ServerTelemetry:
                 span.update_name(f"{method} {template}")
             if error_type is not None:
                 end_attrs["error.type"] = error_type
+            if cancel_reason is not None:
+                # Expected when a caller gave up: counted and on the span, never an ERROR log line.
+                self._cancellations.add(1, self._cancel_attrs[cancel_reason])
+                end_attrs["otel_dist.cancel.reason"] = cancel_reason
             span.set_attributes(end_attrs)
             span.end()
             key = (method, scheme, template, status, error_type)
             metric_attrs = self._attr_cache.get(key)
             if metric_attrs is None:
                 metric_attrs = {"http.request.method": method, "url.scheme": scheme, **end_attrs}
+                metric_attrs.pop("otel_dist.cancel.reason", None)
                 if len(self._attr_cache) < 4096:
                     self._attr_cache[key] = metric_attrs
             # Recorded while the request's span is still current: that is what gives the
@@ -266,7 +333,7 @@ class ServerTelemetry:
             self._active.leave(active)
             if self._access_log:
                 self._sink.emit(
-                    30 if status >= 500 else 20,
+                    30 if status >= 500 and cancel_reason is None else 20,
                     ACCESS_LOGGER,
                     f"{method} {template or attributes['url.path']} {status}",
                     {

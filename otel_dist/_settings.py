@@ -430,6 +430,35 @@ class Settings:
         accepts="seconds, > 0",
         doc="how long a breaker stays open before a probe",
     )
+    client_retry_budget: float = _setting(
+        "SERVICE_CLIENT_RETRY_BUDGET",
+        default=0.2,
+        parse=_number(float, 0.0, 10.0),
+        accepts="a ratio from 0 to 10",
+        doc="retries allowed per target, as a fraction of its calls over the budget window (0.2 = +20% load)",
+    )
+    client_retry_budget_min: float = _setting(
+        "SERVICE_CLIENT_RETRY_BUDGET_MIN_PER_SECOND",
+        default=3.0,
+        parse=_number(float, 0.0, 1000.0),
+        accepts="retries per second, 0 to 1000",
+        doc="retries per second per target always allowed on top of the ratio (a quiet service still retries)",
+    )
+    client_retry_budget_window: float = _setting(
+        "SERVICE_CLIENT_RETRY_BUDGET_WINDOW",
+        default=10.0,
+        parse=_number(float, 1.0, 600.0),
+        accepts="seconds, 1 to 600",
+        doc="sliding window over which calls and retries are counted",
+    )
+    request_timeout: float = _setting(
+        "SERVICE_REQUEST_TIMEOUT",
+        default=30.0,
+        parse=_number(float, 0.001, 3600.0),
+        accepts="seconds, 0.001 to 3600",
+        doc="deadline of each request this service handles: public apps start it here, others take the "
+        "caller's x-otel-dist-deadline-ms when shorter; handler and downstream calls are cancelled at it",
+    )
     # --- service auth (seed names) ---
     jwt_secret: str | None = _setting(
         "SERVICE_JWT_SECRET",

@@ -137,7 +137,6 @@ def create_app(
             fastapi_kwargs.setdefault(key, None)
     app = FastAPI(version=service_version, lifespan=service_lifespan, **fastapi_kwargs)
     app.state.settings = settings
-    app.state.otel_dist_public = public  # the server layer: the caller's trace context is a link, not a parent
     app.state.readiness = readiness
     install_health(app, service=service, version=service_version, readiness=readiness)
     layers = list(middleware or ())
@@ -151,7 +150,7 @@ def create_app(
         if faults.active:
             _log.warning("fault injection is on", **faults.as_dict())
     add_error_handlers(app)
-    return instrument_app(app, telemetry=tel, middleware=layers, auth=not public)
+    return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
 
 def downstream(target: str) -> Callable[[Request], ServiceClient]:

@@ -24,6 +24,7 @@ def instrument_app(
     telemetry: Telemetry | None = None,
     middleware: list[MiddlewareFactory] | None = None,
     auth: bool = True,
+    public: bool = False,
 ) -> FastAPI:
     """Instrument ``app`` once: server spans, HTTP metrics, access log, ``/metrics``.
 
@@ -31,12 +32,15 @@ def instrument_app(
     outermost first (the auth and fault-injection layers use this hook).
     ``auth``: install service-token verification (deny by default; off only
     in development without a secret, with a loud warning), outermost.
+    ``public``: an edge service: an inbound ``x-otel-dist-deadline-ms`` is ignored and every request
+    starts its own deadline of ``SERVICE_REQUEST_TIMEOUT``.
     """
     tel = telemetry or bootstrap()
     if getattr(app.state, "otel_dist_instrumented", False):
         return app
     app.state.otel_dist_instrumented = True
     app.state.otel_dist_telemetry = tel
+    app.state.otel_dist_public = public
     app_middleware(app).extend([*(auth_layers(app, tel) if auth else ()), *(middleware or ())])
     publish_auth_state(app, tel, verifies=auth)
     path = tel.settings.metrics_path

@@ -2,10 +2,11 @@
 
 Layers, outermost first (as .NET's standard resilience pipeline):
 
-1. logical call span + total deadline (monotonic) + the call duration metric;
-2. retry (``backoff.on_exception`` over :mod:`._retry`'s rules);
+1. logical call span + total deadline (monotonic; never past the deadline of the request being handled)
+   + the call duration metric;
+2. retry (``backoff.on_exception`` over :mod:`._retry`'s rules), within the target's retry budget;
 3. circuit breaker (:mod:`._breaker`, pybreaker per target, shared process-wide);
-4. per-attempt timeout (never past the deadline);
+4. per-attempt timeout (never past the deadline), sent along as ``x-otel-dist-deadline-ms``;
 5. service auth: the ``httpx.Auth`` given to the client runs on every attempt (it may resend once on a 401);
 6. the instrumented httpx transport: one CLIENT span per attempt.
 """
@@ -25,7 +26,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._bootstrap import Telemetry, bootstrap
+from .._deadline import HEADER as DEADLINE_HEADER
+from .._deadline import current_request
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, Rejected, Ticket, breaker_for
+from ._budget import budget_for
 from ._errors import CircuitOpenError, ServiceCallError
 from ._options import ClientOptions, resolve_options
 from ._retry import (
@@ -70,7 +74,9 @@ class ServiceClient:
 
     ``ServiceClient("orders", base_url="http://orders:8000", auth=service_auth)``; keyword overrides
     (``max_retries``, ``retry_backoff``, ``max_backoff``, ``timeout``, ``attempt_timeout``,
-    ``failure_threshold``, ``success_threshold``, ``breaker_timeout``) win over the settings table.
+    ``failure_threshold``, ``success_threshold``, ``breaker_timeout``, ``retry_budget``,
+    ``retry_budget_min_per_second``, ``retry_budget_window``) win over the settings table; the
+    breaker and the retry budget are per target and process-wide (the first client's settings win).
     Methods return the ``httpx.Response`` (any status that is not retried is returned as is);
     when the client gives up it raises :class:`ServiceCallError` (:class:`CircuitOpenError` when
     the breaker refused the call).
@@ -90,6 +96,9 @@ class ServiceClient:
         failure_threshold: int | None = None,
         success_threshold: int | None = None,
         breaker_timeout: float | None = None,
+        retry_budget: float | None = None,
+        retry_budget_min_per_second: float | None = None,
+        retry_budget_window: float | None = None,
         telemetry: Telemetry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: dict[str, str] | None = None,
@@ -110,6 +119,9 @@ class ServiceClient:
                 "failure_threshold": failure_threshold,
                 "success_threshold": success_threshold,
                 "breaker_timeout": breaker_timeout,
+                "retry_budget": retry_budget,
+                "retry_budget_min_per_second": retry_budget_min_per_second,
+                "retry_budget_window": retry_budget_window,
             },
         )
         opts = self.config
@@ -118,6 +130,12 @@ class ServiceClient:
             failure_threshold=opts.failure_threshold,
             success_threshold=opts.success_threshold,
             reset_timeout=opts.breaker_timeout,
+        )
+        self.budget = budget_for(
+            self.target,
+            ratio=opts.retry_budget,
+            min_per_second=opts.retry_budget_min_per_second,
+            window=opts.retry_budget_window,
         )
         self._auth = auth
         self._telemetry = client_telemetry(tel)
@@ -182,7 +200,13 @@ class ServiceClient:
             extensions=extensions,
         )
         start = time.monotonic()
-        call = CallState(request, start + self.config.timeout, self.breaker)
+        deadline = start + self.config.timeout
+        handling = current_request()
+        if handling is not None:  # inside a request: never past its deadline; stop if its caller leaves
+            deadline = min(deadline, handling.deadline)
+            handling.watch()
+        call = CallState(request, deadline, self.breaker, self.budget)
+        self.budget.deposit()
         span = tel.tracer.start_span(
             self._span_names.get(method_attr, f"{method_attr} {target}"),
             kind=SpanKind.INTERNAL,
@@ -290,6 +314,8 @@ class ServiceClient:
         resends = call.attempts
         call.attempts += 1
         request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
+        # What this attempt will wait for: the upstream can drop the work after that.
+        request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
         if resends:
             request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
         try:
@@ -356,9 +382,11 @@ class ServiceClient:
         else:
             why = {
                 "max_tries": f"no attempts left (max_retries={self.config.max_retries})",
-                "deadline": f"total deadline of {self.config.timeout:g} s reached or too close",
+                "deadline": f"deadline reached or too close (own {self.config.timeout:g} s, or the request's)",
                 "non_retryable": f"{call.request.method} without Idempotency-Key, or an error retrying cannot fix",
                 "circuit_open": "the circuit breaker is open",
+                "budget_exhausted": f"the retry budget of {self.target} is spent "
+                f"(SERVICE_CLIENT_RETRY_BUDGET={self.config.retry_budget:g})",
             }[reason]
         message = f"{self.target}: gave up after {attempts} ({reason}: {why}); last: {detail}"
         if call.attempts == 0 and rejected is not None:

@@ -24,6 +24,9 @@ KEYWORDS = {
     "failure_threshold": "breaker_failure_threshold",
     "success_threshold": "breaker_success_threshold",
     "breaker_timeout": "breaker_timeout",
+    "retry_budget": "client_retry_budget",
+    "retry_budget_min_per_second": "client_retry_budget_min",
+    "retry_budget_window": "client_retry_budget_window",
 }
 
 
@@ -37,6 +40,9 @@ class ClientOptions:
     failure_threshold: int
     success_threshold: int
     breaker_timeout: float
+    retry_budget: float
+    retry_budget_min_per_second: float
+    retry_budget_window: float
 
 
 def resolve_options(settings: Settings, overrides: dict[str, Any]) -> ClientOptions:

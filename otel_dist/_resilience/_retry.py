@@ -3,7 +3,8 @@
 - what is retryable: network errors, timeouts, 408, 429, 502, 503, 504; never another status;
 - what may be resent: idempotent methods, or any request carrying an ``Idempotency-Key``;
 - how long to wait: ``Retry-After`` as given (no jitter), else full jitter over backoff's capped ``expo``;
-- when to stop early: the total deadline (monotonic), a non-retryable failure, an open breaker.
+- when to stop early: the total deadline (monotonic), a non-retryable failure, an open breaker, a spent
+  retry budget (:mod:`._budget`).
 
 backoff's own ``max_time`` is measured with ``datetime.now()`` and lets the last attempt run past it, so the
 deadline is enforced here: the wait generator ends the loop (backoff then gives up) when a wait would reach the
@@ -24,6 +25,7 @@ import httpx
 
 if TYPE_CHECKING:
     from ._breaker import Breaker
+    from ._budget import RetryBudget
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -39,7 +41,7 @@ __all__ = [
 
 IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 RETRYABLE_STATUSES = frozenset((408, 429, 502, 503, 504))
-GIVE_UP_REASONS = ("max_tries", "deadline", "non_retryable", "circuit_open")
+GIVE_UP_REASONS = ("max_tries", "deadline", "non_retryable", "circuit_open", "budget_exhausted")
 
 
 def is_replayable(request: httpx.Request) -> bool:
@@ -84,6 +86,7 @@ class CallState:
     __slots__ = (
         "attempts",
         "breaker",
+        "budget",
         "deadline",
         "give_up_reason",
         "last_failure",
@@ -92,10 +95,11 @@ class CallState:
         "trace_hook",
     )
 
-    def __init__(self, request: httpx.Request, deadline: float, breaker: Breaker) -> None:
+    def __init__(self, request: httpx.Request, deadline: float, breaker: Breaker, budget: RetryBudget) -> None:
         self.request = request
         self.deadline = deadline
         self.breaker = breaker
+        self.budget = budget
         self.replayable = is_replayable(request)
         self.attempts = 0
         self.give_up_reason: str | None = None
@@ -175,5 +179,8 @@ def wait_times(*, base: float, max_value: float) -> Generator[float, Any, None]:
             wait = backoff.full_jitter(next(delays))
         if wait >= failure.call.remaining():
             failure.call.give_up_reason = "deadline"
+            return
+        if not failure.call.budget.try_withdraw():  # withdrawn only for a retry that will happen
+            failure.call.give_up_reason = "budget_exhausted"
             return
         failure = yield wait

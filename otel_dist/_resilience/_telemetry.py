@@ -16,6 +16,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from .._logs import get_logger
 from ._breaker import STATE_VALUES, Transition, all_breakers
+from ._budget import all_budgets
 
 if TYPE_CHECKING:
     from .._bootstrap import Telemetry
@@ -30,6 +31,11 @@ _MAX_CACHED = 1024
 def _observe_states(options: CallbackOptions) -> Iterable[Observation]:
     for breaker in all_breakers():
         yield Observation(STATE_VALUES[breaker.state], {TARGET: breaker.target})
+
+
+def _observe_budgets(options: CallbackOptions) -> Iterable[Observation]:
+    for budget in all_budgets():
+        yield Observation(budget.remaining(), {TARGET: budget.target})
 
 
 class ClientTelemetry:
@@ -64,6 +70,12 @@ class ClientTelemetry:
             callbacks=[_observe_states],
             unit="{state}",
             description="Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+        )
+        meter.create_observable_gauge(
+            "otel_dist.client.retry_budget.remaining",
+            callbacks=[_observe_budgets],
+            unit="{retry}",
+            description="Retries the target's retry budget still allows in its sliding window.",
         )
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
 

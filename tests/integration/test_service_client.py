@@ -509,3 +509,54 @@ async def test_waiting_for_a_connection_slot_is_not_an_attempt_timeout(telemetry
     assert len(upstream.seen) == 40
     assert breaker_states()[target] == "closed"
     assert value(telemetry, "otel_dist.client.give_ups", target) == 0
+
+
+# retry budget ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_retry_budget_keeps_a_failing_services_load_within_one_plus_budget(telemetry, upstream, target):
+    """20 concurrent callers x 15 calls against a service that always answers 503: 4x load without a budget."""
+    upstream.tell(default=Step(status=503))
+    callers, calls_each = 20, 15
+    calls = callers * calls_each
+    budget = dict(retry_budget=0.2, retry_budget_min_per_second=0.1, retry_budget_window=600)  # floor: 60 retries
+    async with ServiceClient(target, upstream.url, max_retries=3, failure_threshold=1000, **FAST, **budget) as client:
+
+        async def caller() -> list[str]:
+            reasons = []
+            for _ in range(calls_each):
+                with pytest.raises(ServiceCallError) as caught:
+                    await client.get("/stock")
+                reasons.append(caught.value.reason)
+            return reasons
+
+        reasons = [r for rs in await asyncio.gather(*(caller() for _ in range(callers))) for r in rs]
+    allowed_retries = 0.2 * calls + 0.1 * 600  # 120
+    received = len(upstream.seen)
+    assert calls + 0.9 * allowed_retries <= received <= calls + allowed_retries  # <= 1.4x, not 4x
+    retries = value(telemetry, "otel_dist.client.retries", target)
+    assert retries == received - calls
+    # a call that got all 3 retries ended with max_tries; every other one ran out of budget
+    assert reasons.count("max_tries") <= allowed_retries // 3
+    assert reasons.count("budget_exhausted") == calls - reasons.count("max_tries")
+    give_ups = "otel_dist.client.give_ups"
+    assert value(telemetry, give_ups, target, otel_dist__give_up__reason="budget_exhausted") == reasons.count(
+        "budget_exhausted"
+    )
+    assert value(telemetry, "otel_dist.client.retry_budget.remaining", target) == 0
+    spans = [s for s in telemetry.spans() if s.attributes.get("otel_dist.target") == target]
+    exhausted = [s for s in spans if s.attributes.get("otel_dist.give_up.reason") == "budget_exhausted"]
+    assert len(exhausted) == reasons.count("budget_exhausted")
+    assert all(s.attributes["error.type"] == "503" for s in exhausted)
+
+
+async def test_retry_budget_still_retries_a_single_transient_failure(telemetry, upstream, target):
+    """Default budget settings (20% + 3/s floor over 10 s): the first call of a quiet client is retried."""
+    upstream.tell(Step(status=503), default=Step(status=200))
+    async with ServiceClient(target, upstream.url, **FAST) as client:
+        assert (await client.get("/stock")).status_code == 200
+    assert len(upstream.seen) == 2
+    assert value(telemetry, "otel_dist.client.retries", target, otel_dist__retry__reason="status_503") == 1
+    # 3/s x 10 s + 0.2 x 1 call, minus the one retry taken
+    assert value(telemetry, "otel_dist.client.retry_budget.remaining", target) == 29

@@ -72,6 +72,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         SERVICE_CLIENT_TIMEOUT="110",
         # A breaker opened anyway probes again after 5 s (not 60): the later tests wait for it to close.
         CIRCUIT_BREAKER_TIMEOUT="5",
+        # The burst queues 1,000 requests on purpose (tens of seconds on a loaded box); the default
+        # 30 s request deadline would shed the tail as 504s, which is what a deadline is for, but this
+        # test is about losing nothing under a burst.
+        SERVICE_REQUEST_TIMEOUT="120",
     )
     try:
         credentials = {"username": "loader", "password": PASSWORD}

@@ -11,6 +11,7 @@ import pytest
 
 from otel_dist import ConfigError, ServiceClient, load_settings
 from otel_dist._resilience._breaker import Breaker
+from otel_dist._resilience._budget import RetryBudget
 from otel_dist._resilience._options import resolve_options
 from otel_dist._resilience._retry import (
     AttemptFailed,
@@ -83,9 +84,12 @@ def test_retry_after_http_date():
 # --- waits and give-ups ---
 
 
-def call_state(method: str = "GET", remaining: float = 100.0, breaker: Breaker | None = None) -> CallState:
+def call_state(
+    method: str = "GET", remaining: float = 100.0, breaker: Breaker | None = None, budget: RetryBudget | None = None
+) -> CallState:
     breaker = breaker or Breaker("orders", failure_threshold=1, success_threshold=1, reset_timeout=60)
-    return CallState(httpx.Request(method, "http://x/"), time.monotonic() + remaining, breaker)
+    budget = budget or RetryBudget("orders", ratio=0.0, min_per_second=1000.0, window=10.0)
+    return CallState(httpx.Request(method, "http://x/"), time.monotonic() + remaining, breaker, budget)
 
 
 def test_waits_are_full_jitter_over_capped_exponential():
@@ -193,3 +197,61 @@ def test_client_constructor_validates(telemetry):
         ServiceClient("orders", "http://x", max_retries=-2)
     with pytest.raises(ValueError, match="target"):
         ServiceClient("  ", "http://x")
+
+
+# --- retry budget ---
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_allows_ratio_of_calls_plus_floor():
+    clock = Clock()
+    budget = RetryBudget("orders", ratio=0.2, min_per_second=0.5, window=10.0, clock=clock)
+    for _ in range(100):
+        budget.deposit()
+    # 0.2 x 100 calls + 0.5/s x 10 s = 25 retries, not one more
+    assert [budget.try_withdraw() for _ in range(26)].count(True) == 25
+    assert budget.remaining() == 0.0
+    assert budget.try_withdraw() is False
+
+
+def test_budget_slides_calls_and_retries_out_of_the_window():
+    clock = Clock()
+    budget = RetryBudget("orders", ratio=1.0, min_per_second=0.0, window=10.0, clock=clock)
+    budget.deposit()
+    assert budget.try_withdraw() is True
+    assert budget.try_withdraw() is False
+    clock.now += 5.0  # half a window later: the call and its retry still count
+    budget.deposit()
+    assert budget.remaining() == 1.0
+    clock.now += 6.0  # the first call and retry left the window; the second call is still in it
+    assert budget.remaining() == 1.0
+    clock.now += 100.0  # everything left
+    assert budget.remaining() == 0.0
+    assert budget.try_withdraw() is False
+
+
+def test_wait_generator_gives_up_with_budget_exhausted():
+    budget = RetryBudget("orders", ratio=0.0, min_per_second=0.1, window=10.0)  # one retry in all
+    call = call_state(budget=budget)
+    gen = wait_times(base=2.0, max_value=0.01)
+    next(gen)
+    assert gen.send(AttemptFailed(call, reason="timeout")) <= 0.01
+    with pytest.raises(StopIteration):
+        gen.send(AttemptFailed(call, reason="timeout"))
+    assert call.give_up_reason == "budget_exhausted"
+
+
+def test_budget_settings_are_checked_by_name():
+    with pytest.raises(ConfigError, match=r"SERVICE_CLIENT_RETRY_BUDGET: invalid value '-0\.1'"):
+        load_settings({"SERVICE_CLIENT_RETRY_BUDGET": "-0.1"})
+    with pytest.raises(ConfigError, match="SERVICE_CLIENT_RETRY_BUDGET_WINDOW"):
+        load_settings({"SERVICE_CLIENT_RETRY_BUDGET_WINDOW": "0"})
+    s = load_settings({})
+    assert (s.client_retry_budget, s.client_retry_budget_min, s.client_retry_budget_window) == (0.2, 3.0, 10.0)

@@ -815,7 +815,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         try:
             values[name] = meta["parse"](raw)
         except (ValueError, TypeError):
-            shown = "<redacted>" if meta["secret"] else repr(raw)
+            from ._redact import redact_text
+
+            shown = "<redacted>" if meta["secret"] else repr(redact_text(raw))  # URL credentials stay out
             raise ConfigError(f"{source}: invalid value {shown}; accepted: {meta['accepts']}") from None
     settings = Settings(**values)
     _check(settings)

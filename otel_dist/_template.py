@@ -46,6 +46,7 @@ from ._faults import FaultInjection, FaultState, install_fault_admin
 from ._health import Readiness, ReadinessCheck, install_health
 from ._instrumentation import MiddlewareFactory
 from ._logs import get_logger
+from ._redact import redact_url
 from ._resilience import ServiceClient, breaker_states
 from ._server import ASGIApp
 from ._settings import ConfigError, Settings, load_settings, service_url, service_url_variable
@@ -124,7 +125,7 @@ def create_app(
                 service=service,
                 version=service_version,
                 database=db.system if use_database else None,
-                downstreams=targets,
+                downstreams={target: redact_url(url) for target, url in targets.items()},
                 readiness_checks=readiness.names,
             )
             yield

@@ -180,3 +180,9 @@ def test_the_public_api_is_complete_and_lazy():
         assert getattr(otel_dist, name) is not None
     with pytest.raises(AttributeError):
         otel_dist.no_such_name  # noqa: B018
+
+
+def test_a_refused_url_is_named_without_its_credentials():
+    with pytest.raises(ConfigError, match="AUTH_SERVICE_URL") as error:
+        load_settings({"ENVIRONMENT": "test", "AUTH_SERVICE_URL": "ftp://svc:pw-in-bad-url@auth?token=t0k3n-value"})
+    assert "pw-in-bad-url" not in str(error.value) and "t0k3n-value" not in str(error.value)

@@ -578,6 +578,14 @@ class Settings:
         accepts="an integer, 0 to 1000000",
         doc="verified tokens kept until their expiry (LRU); 0 = verify every request",
     )
+    auth_rejection_log_rate: str = _setting(
+        "SERVICE_AUTH_REJECTION_LOG_RATE",
+        default="300/60",
+        parse=_rate,
+        accepts="lines/seconds, e.g. 300/60, or 0 for no limit",
+        doc="log lines for rejected service tokens: at most this many at once and this rate on average; the next "
+        "line counts the suppressed ones (otel_dist.log.suppressed)",
+    )
     jwt_replay_cache_size: int = _setting(
         "SERVICE_JWT_REPLAY_CACHE_SIZE",
         default=0,

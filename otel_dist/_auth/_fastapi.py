@@ -71,9 +71,13 @@ def auth_layers(app: Any, telemetry: Telemetry) -> list[Callable[[ASGIApp], ASGI
     app.state.otel_dist_auth_verifier = verifier
     meter = telemetry.meter("otel_dist.auth")
     sink = telemetry.log_sink
+    lines, _, window = settings.auth_rejection_log_rate.partition("/")
+    log_rate = (int(lines), float(window or 60))
 
     def layer(inner: ASGIApp) -> ASGIApp:
-        return ServiceAuthMiddleware(inner, verifier=verifier, exempt_paths=exempt, meter=meter, sink=sink)
+        return ServiceAuthMiddleware(
+            inner, verifier=verifier, exempt_paths=exempt, meter=meter, sink=sink, log_rate=log_rate
+        )
 
     return [layer]
 

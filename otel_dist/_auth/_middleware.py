@@ -11,8 +11,9 @@ On success the caller goes into ``scope["otel_dist.caller"]`` and
 ``scope["state"]["service_identity"]`` (so ``request.state.service_identity``
 works) and onto the server span.  On failure: 401 (403 for a caller outside
 the allow-list) with a JSON reason code, span status ERROR, and one JSON log
-line (at most 20 at once and 5 a second on average: the next line says how many were
-suppressed in ``otel_dist.log.suppressed``).  Every outcome is counted in ``otel_dist.auth.verifications``.
+line (``SERVICE_AUTH_REJECTION_LOG_RATE``, default at most 300 at once and 5 a second on
+average: the next line says how many were suppressed in ``otel_dist.log.suppressed``).
+Every outcome is counted in ``otel_dist.auth.verifications``.
 
 Why an asynchronous counter rather than a duration histogram: a synchronous
 SDK instrument costs ~10 us per call (attribute lookup, exemplar sampling),
@@ -102,6 +103,7 @@ class ServiceAuthMiddleware:
         exempt_paths: Iterable[str],
         meter: Meter,
         sink: LogSink,
+        log_rate: tuple[int, float] = (300, 60.0),
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -111,7 +113,9 @@ class ServiceAuthMiddleware:
         self._sink = sink
         self._counts = _tally_for(meter)
         self._bodies: dict[tuple[int, str], bytes] = {}
-        self._log_budget = LogBudget(per_second=5.0, burst=20)  # anyone can send bad tokens: bound the lines
+        # Anyone can send bad tokens: bound the lines (limit at once, limit per window on average).
+        lines, window = log_rate
+        self._log_budget = LogBudget(per_second=lines / window, burst=lines) if lines else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -184,7 +188,7 @@ class ServiceAuthMiddleware:
             if failure.identity is not None:
                 span.set_attribute(CALLER, failure.identity.name)
             span.set_status(Status(StatusCode.ERROR, reason))
-        suppressed = self._log_budget.allow()
+        suppressed = self._log_budget.allow() if self._log_budget is not None else 0
         if suppressed is not None:
             if suppressed:
                 fields[SUPPRESSED] = suppressed

@@ -32,7 +32,7 @@ TARGETS = {
     "full_vs_plain": 0.75,
     "full_vs_upstream": 2.5,
     "inprocess_added_us": 60.0,
-    "client_added_us": 40.0,
+    "client_added_us": 80.0,  # issue 13: over an uninstrumented httpx call
     "scrape_ms": 10.0,
     "down_vs_up": 0.95,
     "shutdown_s": 5.0,
@@ -86,7 +86,7 @@ def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
 
 
 def client_added_us(text: str) -> float | None:
-    """Wall-clock µs a ServiceClient call adds over the instrumented bare httpx call (client_overhead.py's table)."""
+    """Wall-clock µs a ServiceClient call adds over an uninstrumented httpx call (client_overhead.py's table)."""
     for line in text.splitlines():
         if line.startswith("ServiceClient"):
             numbers = line.split()[1:]
@@ -132,7 +132,8 @@ def targets_table(
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     client = client_added_us(client_text)
     lines.append(
-        f"| service client call over bare httpx (wall, `client_overhead.py`) | <= 40 µs | {fmt(client, '+.0f')} µs "
+        f"| service client call over uninstrumented httpx (wall, `client_overhead.py`) | <= 80 µs "
+        f"| {fmt(client, '+.0f')} µs "
         f"| {_verdict(client, TARGETS['client_added_us'], False)} |"
     )
     return "\n".join(lines)

@@ -199,7 +199,7 @@ def _route_stdlib_logging(tel: Telemetry) -> None:
 
 
 def _instrument_libraries(tel: Telemetry) -> None:
-    _instrumentation.instrument_httpx()
+    _instrumentation.instrument_httpx(tel)
     _instrumentation.instrument_fastapi(tel)
     if tel.settings.server_instrumentation == "contrib":
         _instrumentation.instrument_fastapi_contrib()

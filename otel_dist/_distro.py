@@ -3,7 +3,8 @@
 The configurator runs exactly ``bootstrap()``; the distro decides which
 instrumentors the wrapper loads: the contrib FastAPI/ASGI ones are skipped
 unless OTEL_DIST_SERVER_INSTRUMENTATION=contrib, because otel-dist's own lean
-layer owns the server span; everything else (httpx, sqlalchemy, ...) loads as
+layer owns the server span; the contrib httpx one unless OTEL_DIST_CLIENT_INSTRUMENTATION=contrib
+(otel-dist's own httpx layer makes the client spans); everything else (httpx, sqlalchemy, ...) loads as
 upstream would, once.
 """
 
@@ -28,6 +29,9 @@ class OtelDistDistro(BaseDistro):
         owner = tel.settings.server_instrumentation if tel else "otel-dist"
         if entry_point.name in _SERVER_INSTRUMENTORS and owner != "contrib":
             return
+        client_owner = tel.settings.client_instrumentation if tel else "otel-dist"
+        if entry_point.name == "httpx" and client_owner != "contrib":
+            return  # bootstrap() installed otel-dist's lean httpx layer
         instrumentor = entry_point.load()()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(**kwargs)

@@ -1,6 +1,7 @@
 """Which libraries are instrumented, and by whom.
 
-- httpx: the contrib ``HTTPXClientInstrumentor`` (one CLIENT span per attempt).
+- httpx: otel-dist's lean layer (``_httpx``: one CLIENT span per request sent, trace context only to
+  this system's hosts), or the contrib ``HTTPXClientInstrumentor`` (``OTEL_DIST_CLIENT_INSTRUMENTATION=contrib``).
 - FastAPI: otel-dist's lean :class:`ServerTelemetry` layer, added around every
   app's middleware stack when the stack is built.  FastAPI's native telemetry
   is switched off for that app so there is exactly one server span; the contrib
@@ -10,11 +11,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _httpx
+from ._httpx import redact_url
 from ._logs import route_uvicorn_loggers
-from ._redact import redact_url
 from ._server import ASGIApp, ServerTelemetry
 
 if TYPE_CHECKING:
@@ -35,12 +38,26 @@ async def _async_redact_url_full(span: Any, request: Any) -> None:
     _redact_url_full(span, request)
 
 
-def instrument_httpx() -> None:
+def instrument_httpx(telemetry: Telemetry) -> None:
+    """otel-dist's lean httpx layer (default), or the contrib instrumentor; never both."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    instrumentor = HTTPXClientInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(request_hook=_redact_url_full, async_request_hook=_async_redact_url_full)
+    settings = telemetry.settings
+    contrib = HTTPXClientInstrumentor()
+    if settings.client_instrumentation == "contrib":
+        _httpx.uninstrument()
+        if not contrib.is_instrumented_by_opentelemetry:
+            contrib.instrument(request_hook=_redact_url_full, async_request_hook=_async_redact_url_full)
+        return
+    if contrib.is_instrumented_by_opentelemetry:
+        contrib.uninstrument()
+    service_urls = [getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name.endswith("_service_url")]
+    _httpx.configure(
+        telemetry.tracer("otel_dist.httpx"),
+        telemetry.meter("otel_dist.httpx"),
+        [settings.otlp_endpoint, *service_urls],
+    )
+    _httpx.instrument()
 
 
 def _has_contrib_middleware(stack: Any) -> bool:

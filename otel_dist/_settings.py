@@ -366,6 +366,14 @@ class Settings:
         "context as a span link and drops inbound baggage; `drop` ignores both; `trust` continues the caller's "
         "trace and baggage like an internal service",
     )
+    client_instrumentation: str = _setting(
+        "OTEL_DIST_CLIENT_INSTRUMENTATION",
+        default="otel-dist",
+        parse=_choice("otel-dist", "contrib"),
+        accepts="otel-dist, contrib",
+        doc="who makes httpx CLIENT spans: otel-dist's lean layer (trace context only to this system's "
+        "services and the collector), or the contrib HTTPXClientInstrumentor (trace context to every host)",
+    )
     metrics_path: str = _setting(
         "OTEL_DIST_METRICS_PATH",
         default="/metrics",

@@ -8,7 +8,7 @@ Layers, outermost first (as .NET's standard resilience pipeline):
 3. circuit breaker (:mod:`._breaker`, pybreaker per target, shared process-wide);
 4. per-attempt timeout (never past the deadline), sent along as ``x-otel-dist-deadline-ms``;
 5. service auth: the ``httpx.Auth`` given to the client runs on every attempt (it may resend once on a 401);
-6. the instrumented httpx transport: one CLIENT span per attempt.
+6. the instrumented httpx transport: one CLIENT span per attempt (``_httpx``, or contrib's).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .. import _httpx
 from .._bootstrap import Telemetry, bootstrap
 from .._deadline import HEADER as DEADLINE_HEADER
 from .._deadline import current_request
@@ -139,6 +140,8 @@ class ServiceClient:
         )
         self._auth = auth
         self._telemetry = client_telemetry(tel)
+        _httpx.allow_propagation(base_url)  # a service of this system: its requests carry the trace context
+        self._contrib_spans = tel.settings.client_instrumentation == "contrib"
         self._client = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
@@ -317,7 +320,9 @@ class ServiceClient:
         # What this attempt will wait for: the upstream can drop the work after that.
         request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
         if resends:
-            request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
+            request.extensions[_httpx.RESEND_EXTENSION] = resends
+            if self._contrib_spans:
+                request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
         try:
             async with asyncio.timeout(budget):
                 response = await self._client.send(request, auth=self._auth)

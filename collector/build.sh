@@ -10,10 +10,10 @@
 # Env knobs:
 #   BUILD_JOBS   parallel Go compile jobs (default 2: the build is CPU- and RAM-heavy
 #                and this machine is shared with test runs)
-#   GOBIN        where to install the builder if it is missing (default: $(go env GOPATH)/bin)
+#   GOBIN        where to install the builder if it is missing, under ocb-<version>/ (default: $(go env GOPATH)/bin)
 set -euo pipefail
 
-BUILDER_VERSION=v0.165.0          # must equal the core component version in the manifest
+BUILDER_VERSION=v0.161.0          # must equal the core component version in the manifest
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MANIFEST="$HERE/builder-config.yaml"
 BUILD_DIR="$HERE/_build"
@@ -41,8 +41,10 @@ fi
 
 # --- 2. builder ------------------------------------------------------------
 command -v go >/dev/null || { echo "build.sh: Go toolchain not found on PATH" >&2; exit 1; }
+# A folder per builder version: worktrees and CI runs on one machine that pin different
+# releases must not keep reinstalling one shared `builder` over each other.
 gobin="${GOBIN:-$(go env GOBIN)}"
-gobin="${gobin:-$(go env GOPATH)/bin}"
+gobin="${gobin:-$(go env GOPATH)/bin}/ocb-$BUILDER_VERSION"
 builder="$gobin/builder"
 # Reinstall when the builder is missing or is another release: the builder pins
 # the core otelcol module to its own version, so a mismatch breaks the build.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of everything in collector/ (for CI and before committing):
-#   1. otelcol validate  otelcol-config.yaml   (builds the collector if needed, see build.sh)
+#   1. otelcol validate  otelcol-config.yaml, otelcol-agent.yaml, otelcol-gateway.yaml (+ its
+#      files overlay)   (builds the collector if needed, see build.sh)
 #   2. promtool check config  prometheus.yml   (also checks the rule files it references)
 #   3. promtool check rules   rules/*.yml
 #   4. promtool test rules    rules/tests/*_test.yml   (one file per rule group)
@@ -44,6 +45,10 @@ if [[ ! -x "$COLLECTOR_BIN" && $no_build -eq 0 ]]; then
 fi
 if [[ -x "$COLLECTOR_BIN" ]]; then
   run "otelcol validate otelcol-config.yaml" "$COLLECTOR_BIN" validate --config="$HERE/otelcol-config.yaml"
+  run "otelcol validate otelcol-agent.yaml" "$COLLECTOR_BIN" validate --config="$HERE/otelcol-agent.yaml"
+  run "otelcol validate otelcol-gateway.yaml" "$COLLECTOR_BIN" validate --config="$HERE/otelcol-gateway.yaml"
+  run "otelcol validate gateway + otelcol-gateway-files.yaml" env OTELCOL_FILES_DIR="$log_dir" \
+    "$COLLECTOR_BIN" validate --config="$HERE/otelcol-gateway.yaml" --config="$HERE/otelcol-gateway-files.yaml"
 else
   echo "SKIP  otelcol validate (no collector binary; --no-build)"
 fi

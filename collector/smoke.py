@@ -5,7 +5,8 @@
 Starts the stack on free ports (own state file, so it does not clash with a running
 `stack.py up`), sends a trace, logs and the otel-dist metrics through the Python OTLP/HTTP
 exporters, then checks that:
-  * the trace and the log reach the sink files,
+  * the trace and the log reach the sink files, the trace reaches Zipkin (its API),
+  * the span metrics reach VictoriaMetrics (Prometheus remote_write),
   * Prometheus (via /api/v1/query) sees the app metrics, the span metrics and the
     collector's own metrics, under the names the rules in rules/ use,
   * stopping leaves no process behind.
@@ -20,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -130,8 +132,8 @@ def wait_for(what: str, check, timeout: float = 30.0):
         time.sleep(0.5)
 
 
-def prom_query(stack: Stack, expr: str) -> list[dict]:
-    url = stack.urls["prometheus"] + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def prom_query(stack: Stack, expr: str, where: str = "prometheus") -> list[dict]:
+    url = stack.urls[where] + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.load(resp)["data"]["result"]
 
@@ -143,6 +145,14 @@ def prom_exemplars(stack: Stack, metric: str, trace_id: str) -> list[dict]:
     with urllib.request.urlopen(f"{stack.urls['prometheus']}/api/v1/query_exemplars?{query}", timeout=5) as resp:
         data = json.load(resp)["data"]
     return [e["labels"] for series in data for e in series["exemplars"] if e["labels"].get("trace_id") == trace_id]
+
+
+def zipkin_has(stack: Stack, trace_id: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{stack.urls['zipkin']}/api/v2/trace/{trace_id}", timeout=5) as resp:
+            return bool(json.load(resp))
+    except urllib.error.HTTPError:
+        return False
 
 
 def sink_has(stack: Stack, signal: str, needle: str) -> bool:
@@ -170,6 +180,11 @@ def main() -> int:
         print(f"ok   trace {trace_id} in {stack.sink_dir / 'traces.jsonl'}")
         wait_for("log in sink", lambda: sink_has(stack, "logs", "smoke log"))
         print("ok   log in sink")
+        wait_for("trace in Zipkin", lambda: zipkin_has(stack, trace_id), timeout=60)
+        print(f"ok   trace in Zipkin: {stack.zipkin_trace_url(trace_id)}")
+        vm = 'traces_span_metrics_calls_total{service_name="smoke-svc"}'
+        result = wait_for(f"{vm} in VictoriaMetrics", lambda: prom_query(stack, vm, "victoriametrics"), timeout=60)
+        print(f"ok   span metrics in VictoriaMetrics (remote_write): {result[0]['metric']}")
         for expr, what in EXPECTED:
             try:
                 result = wait_for(expr, lambda e=expr: prom_query(stack, e))

@@ -1,12 +1,14 @@
 """The ``otel-dist`` command.
 
     otel-dist demo [--duration 20] [--rate 15] [--keep-running]
-    otel-dist stack up|down|status [options of collector/stack.py]
+    otel-dist stack up|down|status [--topology single|tiered] [options of collector/stack.py]
+    otel-dist trace TRACE_ID [--open]
     otel-dist keygen --service NAME [--algorithm EdDSA|ES256] [--out FILE]
 
 ``demo`` runs the three example services with real traffic (see ``_demo``).
 ``stack`` delegates to ``collector/stack.py`` of the source checkout: the local
-OpenTelemetry Collector + Prometheus; the demo exports to it while it runs.
+OpenTelemetry Collector + Prometheus + Zipkin; the demo exports to it while it runs.
+``trace`` prints (and opens) a trace's page in the running stack's Zipkin.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--keep-running", action="store_true", help="leave the services up after the summary")
     stack = commands.add_parser(
         "stack",
-        help="start/stop the local collector + Prometheus (collector/stack.py)",
+        help="start/stop the local collector + Prometheus + Zipkin (collector/stack.py)",
         description="Delegates to collector/stack.py; extra options (--detach, --free-ports, ...) are passed on.",
     )
     stack.add_argument("action", choices=["up", "down", "status"])
@@ -48,10 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     keygen.add_argument("--service", required=True, help="the service that signs with this key")
     keygen.add_argument("--algorithm", choices=["EdDSA", "ES256"], default="EdDSA", help="default EdDSA (Ed25519)")
     keygen.add_argument("--out", type=Path, default=None, help="env file to write (mode 0600) instead of stdout")
+    trace = commands.add_parser(
+        "trace",
+        help="print the Zipkin link of a trace id (the local stack must be up)",
+        description="Print the running local stack's Zipkin page for TRACE_ID and whether Zipkin has it.",
+    )
+    trace.add_argument("trace_id", help="32 hex digits, as in traceparent, logs and exemplars")
+    trace.add_argument("--open", action="store_true", help="also open it in a browser")
     args, extra = parser.parse_known_args(argv)
 
     if args.command == "stack":
         return _stack(args.action, extra)
+    if args.command == "trace" and not extra:
+        from ._trace_link import trace_link
+
+        return trace_link(args.trace_id, open_browser=args.open)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "keygen":

@@ -29,8 +29,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_example_services(tmp: Path, env: Mapping[str, str], cleanup: ExitStack) -> dict[str, ServerProcess]:
-    """auth, orders and gateway with `env` (plus their URLs, databases and a user-token secret)."""
+def start_example_services(
+    tmp: Path, env: Mapping[str, str], cleanup: ExitStack, per_service: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, ServerProcess]:
+    """auth, orders and gateway with `env` (plus their URLs, databases and a user-token secret);
+    `per_service` adds settings for one service (e.g. its own OTLP endpoint)."""
     ports = {name: free_port() for name in SERVICES}
     common = {
         "ENVIRONMENT": "test",
@@ -43,7 +46,7 @@ def start_example_services(tmp: Path, env: Mapping[str, str], cleanup: ExitStack
         argv = [str(BIN / "uvicorn"), f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(ports[name])]
         if name == "orders":
             argv = [str(BIN / "opentelemetry-instrument"), *argv]
-        process_env = clean_env(**common, OTEL_SERVICE_NAME=name)
+        process_env = clean_env(**{**common, **(per_service or {}).get(name, {})}, OTEL_SERVICE_NAME=name)
         if name != "gateway":
             (tmp / f"{name}-db").mkdir()
             process_env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / f'{name}-db' / f'{name}.db'}"

@@ -39,7 +39,8 @@ class _Processes(_DemoState):
             self.destination = f"OTLP endpoint {endpoint} (OTEL_EXPORTER_OTLP_ENDPOINT)"
         elif stack is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = stack["otlp_http"]
-            self.stack_traces = Path(stack["sink_dir"]) / "traces.jsonl"
+            if stack.get("topology", "single") == "single":  # the tiered stack has no sink
+                self.stack_traces = Path(stack["sink_dir"]) / "traces.jsonl"
             self.destination = f"the local collector stack at {stack['otlp_http']}"
         else:
             self.sink = SpanSink()
@@ -191,7 +192,9 @@ def _collector_stack() -> dict[str, str] | None:
         stack = module.stack_status()
     except Exception:  # noqa: BLE001 - a broken state file only means "no stack"
         return None
-    return {**stack.urls, "sink_dir": str(stack.sink_dir)} if stack is not None else None
+    if stack is None:
+        return None
+    return {**stack.urls, "sink_dir": str(stack.sink_dir), "topology": getattr(stack, "topology", "single")}
 
 
 def load_stack_module() -> Any:

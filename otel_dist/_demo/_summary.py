@@ -147,10 +147,12 @@ class _Results(_DemoState):
         if self.collector is not None:
             lines.append(
                 f"  collector stack: Prometheus {self.collector.get('prometheus', '?')}, "
-                f"OTLP {self.collector.get('otlp_http', '?')}"
+                f"OTLP {self.collector.get('otlp_http', '?')}, Zipkin {self.collector.get('zipkin', '?')}/zipkin/"
             )
         else:
-            lines.append("  collector stack: not running (`otel-dist stack up` starts the collector and Prometheus)")
+            lines.append(
+                "  collector stack: not running (`otel-dist stack up` starts the collector, Prometheus and Zipkin)"
+            )
         if not opts.keep_running:
             lines.append("  (the services stop now; --keep-running leaves them up to browse /metrics)")
         return lines
@@ -158,6 +160,18 @@ class _Results(_DemoState):
     def _trace_lines(self, example: dict[str, Any] | None) -> list[str]:
         if example is None:
             return ["Example trace: none (no order read succeeded)"]
+        return self._tree_lines(example) + self._zipkin_lines(example["trace_id"])
+
+    def _zipkin_lines(self, trace_id: str) -> list[str]:
+        zipkin = (self.collector or {}).get("zipkin")
+        if not zipkin:
+            return []
+        lines = [f"  see it in Zipkin: {zipkin}/zipkin/traces/{trace_id}"]
+        if (self.collector or {}).get("topology") == "tiered":
+            lines.append("  (tiered stack: kept only if tail sampling keeps it; errors and slow traces always are)")
+        return lines
+
+    def _tree_lines(self, example: dict[str, Any]) -> list[str]:
         trace_id = example["trace_id"]
         if "services" in example:
             crossed = ", ".join(example["services"]) or "?"

@@ -1,14 +1,14 @@
 """End to end: the built collector, a real Prometheus and the three example services as processes.
 
-One stack (``collector/stack.py``: collector + Prometheus 2.42 + OTLP-JSON sink on free loopback
-ports, 1 s scrape and rule evaluation) and one set of services (auth, orders, gateway, exporting
-traces, logs and metrics over OTLP/HTTP to the collector) serve every test of this module. The
-tests run in file order and each drives its own requests through the gateway; the collector
-outage is last. What the collector exported is read from the sink's ``*.jsonl`` files, what
-Prometheus holds through its HTTP API.
+One stack (``collector/stack.py``: collector + Prometheus 2.42 + OTLP-JSON sink + Zipkin +
+VictoriaMetrics on free loopback ports, 1 s scrape and rule evaluation) and one set of services
+(auth, orders, gateway, exporting traces, logs and metrics over OTLP/HTTP to the collector) serve
+every test of this module. The tests run in file order and each drives its own requests through
+the gateway; the collector outage is last. What the collector exported is read from the sink's
+``*.jsonl`` files, what Prometheus, Zipkin and VictoriaMetrics hold through their HTTP APIs.
 
-Missing parts (``prometheus``; Go when the collector binary is not built) skip the module, or
-fail it under ``CI=true`` (``tests.conftest.require``).
+Missing parts (``prometheus``; Java, the Zipkin jar, victoria-metrics; Go when the collector binary
+is not built) skip the module, or fail it under ``CI=true`` (``tests.conftest.require``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +41,9 @@ from collector.stack import (
 from otel_dist import load_settings, service_auth
 from otel_dist.testing import ServerProcess
 from tests.conftest import require
-from tests.example_services import start_example_services
+from tests.e2e._support import promql, promql_value, require_backends, zipkin_services, zipkin_trace, zipkin_whole
+from tests.example_services import ROOT as REPO_ROOT
+from tests.example_services import clean_env, start_example_services
 
 pytestmark = pytest.mark.e2e
 
@@ -232,6 +236,7 @@ def _require_parts() -> None:
         DEFAULT_COLLECTOR_BIN.exists() and DEFAULT_COLLECTOR_BIN.stat().st_mtime > MANIFEST.stat().st_mtime
     )
     require(built or shutil.which("go") is not None, "go (to build the collector: collector/build.sh)")
+    require_backends()
 
 
 @pytest.fixture(scope="module")
@@ -515,7 +520,72 @@ def test_query_exemplars_returns_a_latency_exemplar_whose_trace_is_in_the_sink(e
     assert span.kind == "SERVER"
 
 
-# ----------------------------------------------------------------------------- 6. collector outage
+# ----------------------------------------------------------------------------- 6. Zipkin and VictoriaMetrics
+
+
+def test_the_trace_is_whole_in_zipkin_with_the_spans_the_sink_got(e2e: E2E, read: Read) -> None:
+    zipkin = e2e.stack.urls["zipkin"]
+    spans = eventually(
+        f"trace {read.trace_id} whole in Zipkin {e2e.where()}",
+        lambda: zipkin_whole(zipkin_trace(zipkin, read.trace_id)),
+        timeout=60,
+    )
+    assert zipkin_services(spans) == {"gateway", "orders", "auth"}
+    sink = eventually("the sink's copy", lambda: complete_trace(sink_spans(e2e.stack, read.trace_id)))
+    assert {s["id"] for s in spans} == {s.span_id for s in sink}
+    root = next(s for s in spans if not s.get("parentId"))
+    assert (root["id"], root["localEndpoint"]["serviceName"], root["kind"]) == (read.root_span_id, "gateway", "SERVER")
+
+
+def test_the_same_promql_answers_in_victoriametrics_with_the_external_labels(e2e: E2E, read: Read) -> None:
+    vm, prom = e2e.stack.urls["victoriametrics"], e2e.stack.urls["prometheus"]
+    expr = f'sum(http_server_request_duration_seconds_count{{job="gateway", http_route="{READ_ROUTE}"}})'
+
+    def same_answer() -> tuple[float, float] | None:
+        here, there = promql_value(prom, expr), promql_value(vm, expr)
+        return (here, there) if here is not None and here == there else None
+
+    # Both answer the same query with the same count once the latest scrape is written through.
+    here, _ = eventually(f"{expr} equal in Prometheus and VictoriaMetrics {e2e.where()}", same_answer, timeout=60)
+    assert here >= 1
+    # Every series in VictoriaMetrics carries the writer's external_labels (prometheus.yml).
+    series = promql(vm, f'http_server_request_duration_seconds_count{{job="gateway", http_route="{READ_ROUTE}"}}')
+    assert series and all(
+        (s["metric"].get("cluster"), s["metric"].get("prometheus")) == ("local", "otel-dist-stack") for s in series
+    ), series
+
+
+def test_otel_dist_trace_prints_the_zipkin_link_of_a_trace(e2e: E2E, read: Read) -> None:
+    eventually("trace in Zipkin", lambda: zipkin_whole(zipkin_trace(e2e.stack.urls["zipkin"], read.trace_id)), 60)
+    env = clean_env(OTEL_DIST_STACK_STATE=e2e.stack.state_file)
+    cli = [str(Path(sys.executable).parent / "otel-dist"), "trace"]
+    done = subprocess.run([*cli, read.trace_id], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    link, detail = done.stdout.splitlines()[:2]
+    assert link == f"{e2e.stack.urls['zipkin']}/zipkin/traces/{read.trace_id}"
+    assert httpx.get(link, timeout=10).status_code == 200  # the UI page itself
+    assert detail.endswith("spans from auth, gateway, orders"), detail
+    bad = subprocess.run([*cli, "not-a-trace"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "32 hex digits" in bad.stdout
+
+
+def test_the_demo_prints_a_zipkin_link_to_its_example_trace_when_the_stack_is_up(e2e: E2E) -> None:
+    env = clean_env(OTEL_DIST_STACK_STATE=e2e.stack.state_file, OTEL_BSP_SCHEDULE_DELAY="200")
+    demo = [str(Path(sys.executable).parent / "otel-dist"), "demo", "--duration", "4", "--rate", "5"]
+    done = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=240, cwd=str(REPO_ROOT))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    prefix = f"  see it in Zipkin: {e2e.stack.urls['zipkin']}/zipkin/traces/"
+    links = [line for line in done.stdout.splitlines() if line.startswith(prefix)]
+    assert len(links) == 1, done.stdout[-3000:]
+    trace_id = links[0].removeprefix(prefix)
+    assert f"Example trace {trace_id}:" in done.stdout  # the tree it printed is the one it links to
+    spans = eventually(
+        f"the demo's trace {trace_id} in Zipkin", lambda: zipkin_whole(zipkin_trace(e2e.stack.urls["zipkin"], trace_id))
+    )
+    assert zipkin_services(spans) == {"gateway", "orders", "auth"}
+
+
+# ----------------------------------------------------------------------------- 7. collector outage
 
 
 class Traffic(threading.Thread):

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -97,8 +98,22 @@ def client_added_us(text: str) -> float | None:
     return None
 
 
+def chain_ratios(text: str) -> dict[str, float]:
+    """The ratios chain.py prints (``full telemetry / telemetry off: **0.81x**`` ...)."""
+    out = {}
+    for line in text.splitlines():
+        match = re.match(r"(.+?): \*\*([\d.]+)x\*\*", line)
+        if match:
+            out[match.group(1)] = float(match.group(2))
+    return out
+
+
 def targets_table(
-    tp: dict[str, Any], inproc: dict[str, Any], scrape: list[dict[str, Any]], client_text: str = ""
+    tp: dict[str, Any],
+    inproc: dict[str, Any],
+    scrape: list[dict[str, Any]],
+    client_text: str = "",
+    chain_text: str = "",
 ) -> str:
     sc = tp.get("scenarios", {})
     full_ratio = sc.get("full", {}).get("ratio_plain")
@@ -136,6 +151,16 @@ def targets_table(
         f"| {fmt(client, '+.0f')} µs "
         f"| {_verdict(client, TARGETS['client_added_us'], False)} |"
     )
+    ratios = chain_ratios(chain_text)
+    for name, goal, target in (
+        ("full telemetry / telemetry off", ">= 0.8x", 0.8),
+        ("full telemetry / baseline", ">= 3x", 3.0),
+        ("with answers reused, full / off", ">= 0.8x", 0.8),
+        ("with answers reused, full / baseline", ">= 3x", 3.0),
+    ):
+        value = ratios.get(name)
+        shown = "-" if value is None else f"{value:.2f}x"
+        lines.append(f"| chain (`chain.py`): {name} | {goal} | {shown} | {_verdict(value, target, True)} |")
     return "\n".join(lines)
 
 
@@ -150,6 +175,7 @@ def write_results(
     load_after: str,
     profile: str,
 ) -> str:
+    from benchmarks import chain as chain_mod
     from benchmarks import scrape as scrape_mod
 
     parts = [
@@ -165,9 +191,9 @@ def write_results(
         f"- load average before / after: {info['load_before']} / {load_after} "
         "(other work on the machine makes single runs noisy: compare ratios within this file, not absolutes)",
         "",
-        "## Targets (issue 7)",
+        "## Targets (issues 7 and 13)",
         "",
-        targets_table(tp, inproc, scrape, extra.get("client", "")),
+        targets_table(tp, inproc, scrape, extra.get("client", ""), extra.get("chain", "")),
         "",
         "## Throughput (wrk over loopback)",
         "",
@@ -215,6 +241,15 @@ def write_results(
         scrape_mod.report(scrape) if scrape else "(not run)",
         "",
     ]
+    if extra.get("chain"):
+        parts += [
+            "## The three-service read (`benchmarks/chain.py`, issue 13)",
+            "",
+            (chain_mod.__doc__ or "").split("\n\n")[1].replace("\n", " "),
+            "",
+            extra["chain"].strip(),
+            "",
+        ]
     if extra.get("client"):
         parts += [
             "## Service client call (`benchmarks/client_overhead.py`)",
@@ -473,6 +508,10 @@ def main(argv: list[str] | None = None) -> None:
         auth_args = ("--n", "5000", "--repeat", "3") if quick else ()
         extra["auth"] = _python_module("benchmarks.auth_overhead", *auth_args, pin=throughput.SERVER_CPU)
 
+    print("== the three-service chain (chain.py)", file=sys.stderr, flush=True)
+    chain_args = ("--rounds", "1", "--duration", "4") if quick else ("--rounds", "3", "--duration", "10", "--profile")
+    extra["chain"] = _python_module("benchmarks.chain", *chain_args)
+
     print("== throughput (wrk)", file=sys.stderr, flush=True)
     rounds, duration, warmup = tp_args
     tp = throughput.run(rounds, duration, warmup)
@@ -494,12 +533,12 @@ def main(argv: list[str] | None = None) -> None:
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     elapsed = time.monotonic() - started
     if args.no_write:
-        print(targets_table(tp, inproc, scrape, extra.get("client", "")))
+        print(targets_table(tp, inproc, scrape, extra.get("client", ""), extra.get("chain", "")))
         print(throughput.report(tp))
         print(inproc.get("table", ""))
         return
     write_results("quick" if quick else "full", info, tp, inproc, scrape, extra, elapsed, load_after, profile)
-    print(targets_table(tp, inproc, scrape, extra.get("client", "")))
+    print(targets_table(tp, inproc, scrape, extra.get("client", ""), extra.get("chain", "")))
     print(f"\nwrote {RESULTS}")
 
 

@@ -265,7 +265,11 @@ def wrk(port: int, duration: float, headers: list[str]) -> WrkResult:
     for header in headers:
         cmd += ["-H", header]
     cmd.append(f"http://127.0.0.1:{port}{TARGET}")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return parse_wrk(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """wrk's ``--latency`` report as figures."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

@@ -184,7 +184,7 @@ def start_stack(
     if running is not None:
         raise StackError(
             f"a stack is already running (pids {running.pids}, state {state_file}); "
-            "stop it first (`stack.py down`) or pass another state_file"
+            "stop it first (`otel-dist stack down`, or `python collector/stack.py down`) or pass another state_file"
         )
     try:
         bins = Binaries(
@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ready in {time.monotonic() - started:.0f} s", flush=True)
     _print_stack(stack)
     if args.detach:
-        print(f"detached; stop with: python {sys.argv[0]} down")
+        prog = os.environ.get("OTEL_DIST_CLI_PROG") or f"python {sys.argv[0]}"  # `otel-dist stack` sets it
+        print(f"detached; stop with: {prog} down")
         return 0
     # Foreground: wait for Ctrl-C / SIGTERM or for a process to die, then stop all.
     # Explicit handlers: SIGINT may be inherited as "ignored" (e.g. when launched with `&`).

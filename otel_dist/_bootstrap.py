@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from . import _instrumentation, _metrics, _propagation, _providers, _resource
+from . import _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
 from ._logs import JsonLogHandler, LogSink, route_uvicorn_loggers
 from ._settings import Settings, load_settings
 
@@ -198,6 +198,11 @@ def _route_stdlib_logging(tel: Telemetry) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _report_export_failures(tel: Telemetry) -> None:
+    """A failing OTLP export: once per signal with its likely cause, then a count a minute."""
+    _export_errors.install(tel.settings.otlp_endpoint)
+
+
 def _instrument_libraries(tel: Telemetry) -> None:
     _instrumentation.instrument_httpx(tel)
     _instrumentation.instrument_fastapi(tel)
@@ -277,6 +282,7 @@ SETUP_STEPS = (
     _set_global_providers,
     _install_propagators,
     _route_stdlib_logging,
+    _report_export_failures,
     _instrument_libraries,
     _register_exit_and_fork,
     _log_configuration,

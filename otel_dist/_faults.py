@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry import trace
 from pydantic import BaseModel, Field
+from starlette.routing import BaseRoute, Match
 
 from ._logs import get_logger
 from ._server import ASGIApp, Receive, Scope, Send
@@ -62,11 +63,13 @@ class FaultInjection:
         state: FaultState,
         exempt: Iterable[str] = (),
         rng: Callable[[], float] = random.random,
+        routes: Callable[[], Iterable[BaseRoute]] | None = None,
     ) -> None:
         self.app = app
         self.state = state
         self.exempt = frozenset((*exempt, ADMIN_PATH))
         self.rng = rng
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -76,6 +79,7 @@ class FaultInjection:
         if state.latency_ms:
             await asyncio.sleep(state.latency_ms / 1000)
         if state.error_rate and self.rng() < state.error_rate:
+            self._match_route(scope)
             trace.get_current_span().set_attribute("otel_dist.fault_injected", True)
             await send(
                 {
@@ -87,6 +91,19 @@ class FaultInjection:
             await send({"type": "http.response.body", "body": _BODY})
             return
         await self.app(scope, receive, send)
+
+    def _match_route(self, scope: Scope) -> None:
+        """Set ``scope["route"]`` as the router would: the server layer labels spans and metrics with it.
+
+        The router has not run yet when a fault answers; this scan runs only for faulted requests.
+        """
+        if self.routes is None or "route" in scope:
+            return
+        for route in self.routes():
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                scope["route"] = route
+                return
 
 
 class _FaultUpdate(BaseModel):

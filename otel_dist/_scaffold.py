@@ -50,8 +50,10 @@ class NewItem(BaseModel):
     quantity: int = Field(ge=0, le=1_000_000)
 
 
-class Item(NewItem):
+class Item(BaseModel):
     id: int
+    name: str
+    quantity: int
 
 
 @app.post("/items", status_code=201)
@@ -97,8 +99,9 @@ def test_{package}_adds_and_reads_an_item(tmp_path):
         "SERVICE_JWT_SECRET": secret,
         "DATABASE_URL": f"sqlite+aiosqlite:///{{tmp_path / '{package}.db'}}",{downstream_env}
     }}
-    argv = [sys.executable, "-m", "uvicorn", "services.{package}.app:app", "--host", "127.0.0.1", "--port", str(port)]
-    with run_server(argv, port=port, env=env, log_path=str(tmp_path / "{package}.log"), cwd=str(ROOT)) as server:
+    app, log = "services.{package}.app:app", str(tmp_path / "{package}.log")
+    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    with run_server(argv, port=port, env=env, log_path=log, cwd=str(ROOT)) as server:
         headers = {{"Authorization": "Bearer " + TokenMinter("tests", secret).token("{name}")}}
         created = httpx.post(f"{{server.url}}/items", json={{"name": "lamp", "quantity": 3}}, headers=headers)
         assert created.status_code == 201, created.text
@@ -157,7 +160,7 @@ def _app(name: str, package: str, calls: list[str]) -> str:
         otel_dist="ServiceClient, " if calls else "",
         downstream="downstream, " if calls else "",
         downstreams=f", downstreams={calls!r}".replace("'", '"') if calls else "",
-        clients=clients + "\n" if calls else "",
+        clients=clients,
     )
 
 

@@ -661,6 +661,21 @@ class Settings:
         accepts="an http:// or https:// URL",
         doc="base URL of the orders service (create_app(downstreams=['orders']))",
     )
+    introspection_cache_ttl: float = _setting(
+        "GATEWAY_INTROSPECTION_CACHE_TTL",
+        default=0.0,
+        parse=_number(float, 0.0, 300.0),
+        accepts="seconds, 0 to 300",
+        doc="gateway: reuse an active token introspection this long (never past the token's exp); 0 = ask auth "
+        "every time",
+    )
+    user_cache_ttl: float = _setting(
+        "ORDERS_USER_CACHE_TTL",
+        default=0.0,
+        parse=_number(float, 0.0, 3600.0),
+        accepts="seconds, 0 to 3600",
+        doc="orders: reuse a user looked up at auth this long; 0 = ask auth on every read",
+    )
     user_jwt_secret: str | None = _setting(
         "USER_JWT_SECRET",
         default=None,

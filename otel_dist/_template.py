@@ -41,6 +41,7 @@ from ._auth import JWKS_PATH, auth_config, service_auth
 from ._auth._config import missing_key
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, database_url
+from ._doctor_route import DOCTOR_PATH, install_doctor_route
 from ._errors import add_error_handlers, responses_for
 from ._faults import FaultInjection, FaultState, install_fault_admin
 from ._health import Readiness, ReadinessCheck, install_health
@@ -141,15 +142,17 @@ def create_app(
     app.state.readiness = readiness
     install_health(app, service=service, version=service_version, readiness=readiness)
     layers = list(middleware or ())
+    faults: FaultState | None = None
     if not settings.production:
         faults = FaultState(settings.fault_error_rate, settings.fault_latency_ms)
         app.state.faults = faults
-        exempt = {*settings.untraced_paths, "/health", "/ready", settings.metrics_path, JWKS_PATH}
-        layers.append(_fault_layer(faults, exempt))
+        exempt = {*settings.untraced_paths, "/health", "/ready", settings.metrics_path, JWKS_PATH, DOCTOR_PATH}
+        layers.append(_fault_layer(faults, exempt, app))
         if not public:
             install_fault_admin(app, faults)
         if faults.active:
             _log.warning("fault injection is on", **faults.as_dict())
+    install_doctor_route(app, tel, public=public, faults=faults)
     add_error_handlers(app)
     return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
@@ -213,8 +216,8 @@ def _breaker_check(target: str) -> ReadinessCheck:
     return check
 
 
-def _fault_layer(state: FaultState, exempt: set[str]) -> MiddlewareFactory:
+def _fault_layer(state: FaultState, exempt: set[str], app: FastAPI) -> MiddlewareFactory:
     def layer(inner: ASGIApp) -> ASGIApp:
-        return FaultInjection(inner, state=state, exempt=exempt)
+        return FaultInjection(inner, state=state, exempt=exempt, routes=lambda: app.router.routes)
 
     return layer

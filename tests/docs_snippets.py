@@ -5,6 +5,8 @@ the fence, ``<!-- docs-test: KIND [ARG] -->``, changes how it is run:
 
 - (none)            ``python``: run as a script; ``bash``: run with ``bash -euo pipefail``; must exit 0
 - ``file PATH``     the block is the content of PATH in the page's workspace (written, syntax-checked)
+- ``append PATH``   the block is added at the end of PATH (then the whole file is syntax-checked)
+- ``patch``         a ``diff`` block: applied with ``patch -p1`` in the workspace
 - ``services``      run while the example services are up; their URLs are in the environment
 - ``output``        a ``text`` block: every non-blank line must be in the previous block's output
 - ``skip REASON``   not run (syntax-checked only); the reason says what runs it instead
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNABLE = ("python", "bash")
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,})(?P<info>[^`\n]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<kind>[\w-]+)\s*(?P<arg>.*?)\s*-->\s*$")
-KINDS = ("file", "services", "output", "skip")
+KINDS = ("file", "append", "patch", "services", "output", "skip")
 
 
 @dataclass(frozen=True)

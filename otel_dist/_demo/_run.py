@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 import tempfile
@@ -50,7 +51,8 @@ class _Demo(_Processes, _Traffic, _Results):
         self.services: dict[str, Service] = {}
         self.sink: SpanSink | None = None
         self._sink_cm: contextlib.AbstractContextManager[str] | None = None
-        self.secret = secrets.token_urlsafe(48)
+        # A secret from the environment lets `otel-dist doctor` (same variable) read the services' configuration.
+        self.secret = os.environ.get("SERVICE_JWT_SECRET", "").strip() or secrets.token_urlsafe(48)
         self.run_dir = options.run_dir or Path(tempfile.mkdtemp(prefix="otel-dist-demo-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.destination = ""
@@ -77,7 +79,11 @@ class _Demo(_Processes, _Traffic, _Results):
         for line in self._summary(traffic, example, transitions, metrics):
             self.say(line)
         if opts.keep_running:
+            urls = " ".join(s.url for s in self.services.values())
             self.say("\nservices keep running (--keep-running); press Ctrl-C to stop them")
+            self.say(f"check them for production readiness: otel-dist doctor {urls}")
+            if "SERVICE_JWT_SECRET" not in os.environ:
+                self.say("  (give the demo and doctor one SERVICE_JWT_SECRET to let doctor read their settings)")
             while all(s.proc is not None and s.proc.poll() is None for s in self.services.values()):
                 time.sleep(0.5)
         ok = sum(1 for o in traffic.outcomes if o.status in (200, 201))

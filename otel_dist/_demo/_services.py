@@ -23,6 +23,8 @@ import httpx
 from ._model import SERVICES, DemoError, Service, _DemoState
 from ._sink import SpanSink
 
+DEMO_METRIC_EXPORT_INTERVAL_MS = 2000
+
 
 class _Processes(_DemoState):
     """The demo's services: their environment, starting them."""
@@ -39,6 +41,14 @@ class _Processes(_DemoState):
             self.destination = f"OTLP endpoint {endpoint} (OTEL_EXPORTER_OTLP_ENDPOINT)"
         elif stack is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = stack["otlp_http"]
+            if not env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip():
+                # The default push (60 s) would show a short run only at its final flush: no breaker or
+                # pending alert in Prometheus while it happens.
+                env["OTEL_METRIC_EXPORT_INTERVAL"] = str(DEMO_METRIC_EXPORT_INTERVAL_MS)
+                self.say(
+                    f"the services push metrics to the stack every {DEMO_METRIC_EXPORT_INTERVAL_MS / 1000:g} s "
+                    "(OTEL_METRIC_EXPORT_INTERVAL, 60 s by default) so the breaker and the pending alert show live"
+                )
             if stack.get("topology", "single") == "single":  # the tiered stack has no sink
                 self.stack_traces = Path(stack["sink_dir"]) / "traces.jsonl"
             self.destination = f"the local collector stack at {stack['otlp_http']}"

@@ -4,7 +4,8 @@
 - ``POST /login``          ``{"username", "password"}`` -> auth ``POST /login`` (the user access token)
 - ``POST /orders``         bearer token; ``{"item", "quantity"}`` -> orders ``POST /orders`` for that user
 - ``GET /orders/{id}``     bearer token; introspected at auth, then orders ``GET /orders/{id}``
-  (which asks auth for the user): one request, three services.
+  (which asks auth for the user): one request, three services.  ``GATEWAY_INTROSPECTION_CACHE_TTL`` and
+  orders' ``ORDERS_USER_CACHE_TTL`` let them reuse those answers (off by default).
 
 It takes no service tokens (``public=True``) and sends its own to auth and orders.
 When orders' breaker is open, reads answer 503 at once with a JSON body naming it.
@@ -14,6 +15,8 @@ Login and register are throttled per submitted username and per client address
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -24,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from otel_dist import EncodableStr, ServiceClient, create_app, downstream, get_logger, throttle
+from services._ttl import TTLCache
 
 log = get_logger("services.gateway")
 app = create_app("gateway", downstreams=["auth", "orders"], public=True)
@@ -32,6 +36,11 @@ Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 Orders = Annotated[ServiceClient, Depends(downstream("orders"))]
 bearer = HTTPBearer(auto_error=False)
 OrderId = Annotated[int, Path(gt=0, le=2**31 - 1)]  # orders' id range: a bad id is a 422 here
+# GATEWAY_INTROSPECTION_CACHE_TTL > 0: active introspections, by token digest, reused until the token's
+# exp at most: user tokens are signed and unrevocable, so the answer cannot change before then; inactive
+# ones are never kept.  Off by default, so that a read shows all three services in its trace.
+INTROSPECTION_TTL: float = app.state.settings.introspection_cache_ttl
+introspected: TTLCache[bytes, dict[str, Any]] = TTLCache(10_000)
 
 
 def _safe_to_resend() -> dict[str, str]:
@@ -58,12 +67,16 @@ async def current_user(
     unauthorized = HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
     if credentials is None:
         raise unauthorized
-    response = await auth.post("/introspect", json={"token": credentials.credentials}, headers=_safe_to_resend())
-    if response.status_code != 200:
-        raise HTTPException(502, f"auth answered {response.status_code} to an introspection")
-    claims: dict[str, Any] = response.json()
-    if not claims.get("active"):
-        raise unauthorized
+    key = hashlib.sha256(credentials.credentials.encode()).digest()
+    claims = introspected.get(key) if INTROSPECTION_TTL else None
+    if claims is None:
+        response = await auth.post("/introspect", json={"token": credentials.credentials}, headers=_safe_to_resend())
+        if response.status_code != 200:
+            raise HTTPException(502, f"auth answered {response.status_code} to an introspection")
+        claims = response.json()
+        if not claims.get("active"):
+            raise unauthorized
+        introspected.put(key, claims, min(INTROSPECTION_TTL, float(claims.get("exp", 0)) - time.time()))
     return User(id=int(claims["sub"]), username=claims["username"])
 
 

@@ -9,13 +9,14 @@ Internal: every route needs a service token (the gateway calls it).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select
 
 from otel_dist import DbSession, EncodableStr, ServiceClient, create_app, downstream, get_logger
+from services._ttl import TTLCache
 
 log = get_logger("services.orders")
 metadata = MetaData()
@@ -33,6 +34,10 @@ app = create_app("orders", metadata=metadata, downstreams=["auth"])
 MAX_ID = 2**31 - 1  # the Integer column on every database (Postgres int4); larger ids are a 422, never a DB error
 OrderId = Annotated[int, Path(gt=0, le=MAX_ID)]
 Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
+# ORDERS_USER_CACHE_TTL > 0: users by id for that long (no endpoint renames a user, so auth need not be
+# asked on every read).  Off by default, so that a read shows all three services in its trace.
+USER_TTL: float = app.state.settings.user_cache_ttl
+users: TTLCache[int, dict[str, Any]] = TTLCache(10_000)
 
 
 class NewOrder(BaseModel):
@@ -80,9 +85,14 @@ async def read_order(order_id: OrderId, session: DbSession, auth: Auth) -> Order
     if row is None:
         raise HTTPException(404, "no such order")
     order = Order(**{**row._mapping, "created_at": _aware(row.created_at)})
+    cached = users.get(order.user_id) if USER_TTL else None
+    if cached is not None:
+        order.user = UserRef.model_validate(cached)
+        return order
     response = await auth.get(f"/users/{order.user_id}")
     if response.status_code == 200:
         order.user = UserRef.model_validate(response.json())
+        users.put(order.user_id, order.user.model_dump(), USER_TTL)
     elif response.status_code != 404:
         raise HTTPException(502, f"auth answered {response.status_code} to a user lookup")
     return order

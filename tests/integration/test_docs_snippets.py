@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -65,21 +66,57 @@ def _run(block: Block, code: str, ws: Path, env: dict[str, str]) -> str:
     return out
 
 
-@pytest.mark.parametrize("page", _runnable_pages(), ids=lambda p: str(p.relative_to(ROOT)))
+WALKTHROUGH = ROOT / "docs" / "tutorial" / "add-a-service.md"
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in _runnable_pages() if p != WALKTHROUGH], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_every_block_of_the_page_runs(page, tmp_path):
+    run_page(page, tmp_path)
+
+
+def test_the_walkthrough_adds_a_third_service_called_by_the_gateway(tmp_path):
+    """docs/tutorial/add-a-service.md, followed as written: new-service, its test, the gateway calls it."""
+    started = time.monotonic()
+    ws, outputs = run_page(WALKTHROUGH, tmp_path)
+    took = time.monotonic() - started
+    assert (ws / "services" / "inventory" / "app.py").is_file()
+    assert (ws / "tests" / "test_inventory_service.py").is_file()
+    gateway = (ws / "services" / "gateway" / "app.py").read_text()
+    assert 'downstreams=["auth", "orders", "inventory"]' in gateway and "inventory.get(" in gateway
+    last = outputs[-1]
+    through_gateway = [line for line in last.splitlines() if line == '{"id":1,"name":"lamp","quantity":3}']
+    assert len(through_gateway) == 2  # created at inventory, read through the gateway
+    assert "one trace: gateway.log and inventory.log" in last
+    assert '"inventory":"healthy"' in last
+    print(f"walkthrough: {len(outputs)} blocks in {took:.0f} s")
+
+
+def run_page(page: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """Run the page's blocks in order in a fresh workspace; the outputs of the blocks that ran."""
     ws = _workspace(tmp_path)
     env = clean_env(PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}")
     env["PYTHONPATH"] = str(ws)
     ports: dict[str, str] = {}
-    previous_output: str | None = None
-    ran = 0
+    outputs: list[str] = []
     with ExitStack() as cleanup:
         services_env: dict[str, str] | None = None
         for block in blocks(page):
             if block.kind == "output":
-                assert previous_output is not None, f"{block.where}: an output block follows no block that ran"
-                missing = [line for line in block.code.splitlines() if line.strip() and line not in previous_output]
-                assert missing == [], f"{block.where}: not in the output of the block before: {missing}"
+                assert outputs, f"{block.where}: an output block follows no block that ran"
+                missing = [line for line in block.code.splitlines() if line.strip() and line not in outputs[-1]]
+                assert missing == [], f"{block.where}: not in the output of the block before: {missing}\n{outputs[-1]}"
+                continue
+            if block.kind == "patch":
+                patch = subprocess.run(
+                    ["patch", "-p1", "--forward", "--no-backup-if-mismatch"],
+                    input=block.code,
+                    cwd=ws,
+                    capture_output=True,
+                    text=True,
+                )
+                assert patch.returncode == 0, f"{block.where}: the diff does not apply:\n{patch.stdout}{patch.stderr}"
                 continue
             if block.lang == "json":
                 json.loads(block.code)
@@ -87,21 +124,22 @@ def test_every_block_of_the_page_runs(page, tmp_path):
             if block.lang not in RUNNABLE or block.kind == "skip":
                 continue
             code = with_free_ports(block.code, ports, free_port)
-            if block.kind == "file":
+            if block.kind in ("file", "append"):
                 target = ws / block.arg
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(code)
+                before = target.read_text() + "\n\n" if block.kind == "append" else ""
+                target.write_text(before + code)
                 if block.lang == "python":
-                    compile(code, str(target), "exec")
+                    compile(target.read_text(), str(target), "exec")
                 continue
             block_env = dict(env)
             if block.kind == "services":
                 if services_env is None:
                     services_env = _start_services(tmp_path, cleanup)
                 block_env.update(services_env)
-            previous_output = _run(block, code, ws, block_env)
-            ran += 1
-    assert ran > 0
+            outputs.append(_run(block, code, ws, block_env))
+    assert outputs, f"{page}: no block ran"
+    return ws, outputs
 
 
 def _start_services(tmp: Path, cleanup: ExitStack) -> dict[str, str]:
@@ -128,7 +166,9 @@ def test_markers_are_known_and_skips_say_why():
                 compile(block.code, block.where, "exec")
             elif block.lang == "bash":
                 subprocess.run(["bash", "-n", "-c", block.code], check=True)
-        if block.kind == "file":
-            assert block.arg and not block.arg.startswith(("/", "..")), f"{block.where}: file PATH is relative"
+        if block.kind in ("file", "append"):
+            assert block.arg and not block.arg.startswith(("/", "..")), f"{block.where}: PATH is relative"
+        if block.kind == "patch":
+            assert block.lang == "diff", f"{block.where}: a patch block is a diff block"
         if block.kind == "output":
             assert block.lang == "text", f"{block.where}: an output block is a text block"

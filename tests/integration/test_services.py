@@ -408,7 +408,10 @@ def run_schemathesis(base: str, token: str) -> None:
         f"Authorization: Bearer {token}",
         "--no-color",
     ]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=840)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as workdir:  # schemathesis keeps a .schemathesis/ cache in its cwd
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=840, cwd=workdir)
     output = run.stdout + run.stderr
     assert token not in output
     assert run.returncode == 0, output[-8000:]

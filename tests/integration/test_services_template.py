@@ -270,3 +270,24 @@ def test_database_errors_are_clear_5xx_bodies_without_traces(tmp_path):
         )
     assert [line["error.type"] for line in lines] == ["OperationalError", "IntegrityError"]
     assert all("no_such_table" not in str(line) for line in lines)
+
+
+def test_a_faulted_request_keeps_its_route_label():
+    with capture_telemetry(service_name="faulty", fault_error_rate=1.0, auth_enabled=False) as cap:
+        app = create_app("faulty")
+
+        @app.get("/orders/{order_id}")
+        async def read(order_id: int) -> dict[str, int]:
+            return {"id": order_id}
+
+        with serve_app(app) as url:
+            assert httpx.get(url + "/orders/7").status_code == 503
+            assert httpx.get(url + "/nowhere").status_code == 503  # no route: no label, as for a 404
+        server = [s for s in cap.spans() if s.kind is SpanKind.SERVER]
+        assert server[0].name == "GET /orders/{order_id}"
+        assert server[0].attributes["http.route"] == "/orders/{order_id}"
+        assert server[0].attributes["otel_dist.fault_injected"] is True
+        assert "http.route" not in server[1].attributes
+        points = cap.metric_points("http.server.request.duration")
+        routes = {attrs.get("http.route") for attrs, _ in points if attrs["http.response.status_code"] == 503}
+        assert routes == {"/orders/{order_id}", None}

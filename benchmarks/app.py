@@ -16,9 +16,12 @@ HELLO_PATH = "/hello/{name}"
 TARGET = "/hello/world"
 
 
-def build_app(*, native_telemetry: bool = True) -> FastAPI:
-    """The benchmark app; ``native_telemetry=False`` switches FastAPI's own telemetry off."""
+def build_app(*, native_telemetry: bool = True, telemetry_config: dict[str, Any] | None = None) -> FastAPI:
+    """The benchmark app; ``native_telemetry=False`` switches FastAPI's own telemetry off;
+    ``telemetry_config`` is given to ``FastAPI(telemetry=...)`` as is (the native scenarios)."""
     telemetry: Any = None if native_telemetry else {"tracing": False, "metrics": False, "logs": False}
+    if telemetry_config is not None:
+        telemetry = telemetry_config
     app = FastAPI(title="bench", telemetry=telemetry)
 
     @app.get("/orders")

@@ -118,6 +118,7 @@ def targets_table(
     sc = tp.get("scenarios", {})
     full_ratio = sc.get("full", {}).get("ratio_plain")
     full_up = tp.get("full_vs_upstream")
+    full_native = tp.get("full_vs_native_noops")
     down_up = tp.get("down_vs_up")
     shutdown = sc.get("down", {}).get("shutdown_s_max")
     added = next((r["added_us"] for r in inproc.get("results", []) if r["name"] == "full"), None)
@@ -132,6 +133,10 @@ def targets_table(
          _verdict(full_ratio, TARGETS["full_vs_plain"], True)),
         ("full stack throughput vs upstream wrapper", ">= 2.5x", f"{fmt(full_up, '.2f')}x",
          _verdict(full_up, TARGETS["full_vs_upstream"], True)),
+        ("full stack vs plain FastAPI (issue 13)", ">= 0.65x", f"{fmt(full_ratio, '.2f')}x",
+         _verdict(full_ratio, 0.65, True)),
+        ("full stack vs FastAPI native, operation spans off (issue 13)", ">= 1.3x", f"{fmt(full_native, '.2f')}x",
+         _verdict(full_native, 1.3, True)),
         ("added cost per request in-process (full)", "<= 60 µs", f"{fmt(added, '.0f')} µs",
          _verdict(added, TARGETS["inprocess_added_us"], False)),
         ("/metrics scrape, 1,000 counter series", "<= 10 ms", f"{fmt(counter, '.1f')} ms",

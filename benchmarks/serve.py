@@ -3,6 +3,7 @@
     python -m benchmarks.serve plain --port 8001
     python -m benchmarks.serve otel-dist --port 8001      # configured by the OTEL_* / SERVICE_* env
     opentelemetry-instrument python -m benchmarks.serve upstream --port 8001   # in .venv-upstream
+    python -m benchmarks.serve native --port 8001         # FastAPI's own telemetry (native-noops: no op spans)
 
 The harness (``benchmarks.throughput``) starts these pinned to one core.  With
 ``BENCH_PROFILE=file`` the event loop's thread runs under cProfile (stats dumped at exit).
@@ -39,7 +40,42 @@ def _upstream() -> tuple[Any, dict[str, Any]]:
     return build_app(), {"log_config": uvicorn.config.LOGGING_CONFIG, "access_log": True}
 
 
-SCENARIOS = {"plain": _plain, "otel-dist": _otel_dist, "upstream": _upstream}
+def _native(operation_spans: bool) -> tuple[Any, dict[str, Any]]:
+    """FastAPI's own telemetry, the SDK exporting traces, metrics and logs by OTLP/HTTP (OTEL_* env)."""
+    from opentelemetry import metrics, trace
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create()
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(
+        MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
+    )
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    set_logger_provider(logger_provider)
+    app = build_app(telemetry_config={"operation_spans": operation_spans})
+    return app, {"log_config": None, "access_log": False}
+
+
+SCENARIOS = {
+    "plain": _plain,
+    "otel-dist": _otel_dist,
+    "upstream": _upstream,
+    "native": lambda: _native(True),
+    "native-noops": lambda: _native(False),
+}
 
 
 def _gc_experiments(server: Any) -> None:

@@ -81,23 +81,24 @@ class Scenario:
     otel_dist: bool = True
     auth: bool = False
     endpoint: str = "sink"  # "sink", "down" or "none"
+    native: str | None = None  # benchmarks.serve scenario for FastAPI's own telemetry
 
     def command(self, port: int) -> list[str]:
         if self.upstream:
             wrapper, python = str(upstream_env.instrument_command()), str(upstream_env.python())
             return [wrapper, python, "-m", "benchmarks.serve", "upstream", "--port", str(port)]
-        serve = "otel-dist" if self.otel_dist else "plain"
+        serve = self.native or ("otel-dist" if self.otel_dist else "plain")
         return [sys.executable, "-m", "benchmarks.serve", serve, "--port", str(port)]
 
     def env(self, sink_port: int, down_port: int) -> dict[str, str]:
         env = base_env()
-        if not (self.otel_dist or self.upstream):
+        if not (self.otel_dist or self.upstream or self.native):
             return env
         env["OTEL_SERVICE_NAME"] = auth_support.SERVICE
         if self.endpoint != "none":
             port = sink_port if self.endpoint == "sink" else down_port
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
-        if self.upstream:
+        if self.upstream or self.native:
             env.update(
                 OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                 OTEL_TRACES_EXPORTER="otlp",
@@ -134,6 +135,21 @@ def scenarios(auth: bool) -> dict[str, Scenario]:
             "(logging handler on), uvicorn's access line on stdout",
             upstream=True,
             otel_dist=False,
+        ),
+        Scenario(
+            "native",
+            "FastAPI native telemetry",
+            "FastAPI's own telemetry with its defaults (server span + 3 operation spans, HTTP metrics, logs), "
+            "the SDK exporting traces, metrics and logs by OTLP/HTTP to the same sink; no access line",
+            otel_dist=False,
+            native="native",
+        ),
+        Scenario(
+            "native_noops",
+            "FastAPI native, operation spans off",
+            "as FastAPI native telemetry, with operation_spans=False",
+            otel_dist=False,
+            native="native-noops",
         ),
         Scenario(
             "down",
@@ -438,6 +454,8 @@ def summarize(chosen: list[Scenario], runs: dict[str, list[Run]], has_auth: bool
         out["full_vs_upstream"] = med["full"] / med["upstream"]
     if "down" in med and "full" in med:
         out["down_vs_up"] = med["down"] / med["full"]
+    if "native_noops" in med and "full" in med:
+        out["full_vs_native_noops"] = med["full"] / med["native_noops"]
     return out
 
 
@@ -458,6 +476,10 @@ def report(summary: dict[str, Any]) -> str:
         lines.append(f"\notel-dist full / upstream wrapper: **{summary['full_vs_upstream']:.2f}x**")
     if "down_vs_up" in summary:
         lines.append(f"\nendpoint down / endpoint up: **{summary['down_vs_up']:.2f}x**")
+    if "full_vs_native_noops" in summary:
+        lines.append(
+            f"\notel-dist full / FastAPI native, operation spans off: **{summary['full_vs_native_noops']:.2f}x**"
+        )
     return "\n".join(lines)
 
 

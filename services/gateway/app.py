@@ -31,10 +31,10 @@ from services._ttl import TTLCache
 
 log = get_logger("services.gateway")
 app = create_app("gateway", downstreams=["auth", "orders"], public=True)
-login_throttle, register_throttle = throttle(app, "login"), throttle(app, "register")
 Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 Orders = Annotated[ServiceClient, Depends(downstream("orders"))]
 bearer = HTTPBearer(auto_error=False)
+login_throttle, register_throttle = throttle(app, "login"), throttle(app, "register")
 OrderId = Annotated[int, Path(gt=0, le=2**31 - 1)]  # orders' id range: a bad id is a 422 here
 # GATEWAY_INTROSPECTION_CACHE_TTL > 0: active introspections, by token digest, reused until the token's
 # exp at most: user tokens are signed and unrevocable, so the answer cannot change before then; inactive

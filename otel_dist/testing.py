@@ -65,8 +65,14 @@ class TelemetryCapture:
 
     # --- spans ---
     def spans(self) -> list[ReadableSpan]:
-        self.telemetry.tracer_provider.force_flush()
+        self._flush_spans()
         return list(self._spans.get_finished_spans())
+
+    def _flush_spans(self) -> None:
+        # Spans only: flushing the meter provider would collect the in-memory reader (and its exemplars).
+        flush = getattr(self.telemetry.tracer_provider, "force_flush", None)  # None: OTEL_SDK_DISABLED
+        if flush is not None:
+            flush()
 
     def span(self, name: str) -> ReadableSpan:
         matches = [s for s in self.spans() if s.name == name]
@@ -108,7 +114,7 @@ class TelemetryCapture:
     def record(self) -> None:
         """Hand everything captured so far to the secrets check (see ``leaked_secrets``)."""
         try:
-            self.telemetry.tracer_provider.force_flush()
+            self._flush_spans()
             parts = [self._stream.getvalue()]
             parts += [span.to_json(indent=None) for span in self._spans.get_finished_spans()]
             parts += [log.to_json(indent=None) for log in self._otel_logs.get_finished_logs()]
@@ -157,7 +163,8 @@ def capture_telemetry(env: dict[str, str] | None = None, **overrides: Any) -> It
     the developer's shell cannot change a test's outcome).  The environment is
     ``test`` unless `env` or `overrides` name one: ``ENVIRONMENT=""`` in `env` leaves it unset (production rules).
     """
-    if "environment" not in overrides and "ENVIRONMENT" not in (env or {}):
+    named_in_resource = "deployment.environment" in (env or {}).get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if "environment" not in overrides and "ENVIRONMENT" not in (env or {}) and not named_in_resource:
         overrides = {**overrides, "environment": "test"}
     reset_telemetry()
     spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()

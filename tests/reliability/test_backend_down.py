@@ -34,7 +34,7 @@ def sdk_accounting(metrics: str, signal: str, created: int) -> dict[str, float]:
 
 def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_counted(tmp_path):
     sink = Sink(tmp_path).start()
-    bounded = {"OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE)}
+    bounded = {"OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE), "OTEL_BLRP_MAX_QUEUE_SIZE": str(QUEUE)}
     up = start_service(tmp_path, "backend-up-svc", OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, **bounded)
     # Unreachable as behind a firewall that drops packets: the connection never gets an answer,
     # so every export holds the worker for its whole timeout and the queue must overflow, however

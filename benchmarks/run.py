@@ -334,7 +334,7 @@ def _soak_lines(tp: dict[str, Any]) -> list[str]:
         f"RSS every ~{soak['duration'] / max(1, len(soak['rss_timeline_mib'])):.1f} s "
         f"{' -> '.join(f'{x:.0f}' for x in soak['rss_timeline_mib'])} MiB (max {soak['rss_max_mib']:.0f}); "
         f"shutdown {soak['shutdown_s']:.2f} s. The span and log queues are bounded "
-        "(OTEL_BSP_MAX_QUEUE_SIZE, 2048 each): what does not fit is dropped and counted "
+        "(OTEL_BSP_MAX_QUEUE_SIZE / OTEL_BLRP_MAX_QUEUE_SIZE, 2048 each): what does not fit is dropped and counted "
         '(`otel_sdk_processor_span_processed_total{error_type="queue_full"}`).',
         "",
     ]

@@ -89,7 +89,9 @@ __all__ = [
     "restart",
     "restart_collector",
     "stack_status",
+    "start_process",
     "start_stack",
+    "stop_process",
     "stop_stack",
 ]
 
@@ -236,19 +238,32 @@ def restart(stack: Stack, name: str, *, down_for: float = 0.0, kill: bool = Fals
 
     ``kill`` sends SIGKILL (a crash: nothing is flushed) instead of SIGTERM. Only for a
     stack returned by start_stack in this process. The state file gets the new pid."""
-    spec = stack._specs.get(name)
-    if spec is None:
-        raise StackError(f"restart({name!r}) needs the Stack returned by start_stack in this process")
+    stop_process(stack, name, kill=kill)
+    time.sleep(down_for)
+    start_process(stack, name, timeout=timeout)
+
+
+def stop_process(stack: Stack, name: str, *, kill: bool = False) -> None:
+    """Stop one process of the stack (SIGTERM, or SIGKILL with ``kill``); start_process brings it back."""
+    if name not in stack._specs:
+        raise StackError(f"{name!r} needs the Stack returned by start_stack in this process")
     pid, proc = stack.pids[name], stack._procs.get(name)
     if kill:
         procs.kill(pid, proc)
     else:
         procs.terminate(name, pid, proc, 10.0)
-    time.sleep(down_for)
+
+
+def start_process(stack: Stack, name: str, *, timeout: float = 60.0) -> None:
+    """Start a stopped process again with its command, ports and env; return once it is ready."""
+    spec = stack._specs.get(name)
+    if spec is None:
+        raise StackError(f"{name!r} needs the Stack returned by start_stack in this process")
+    old = stack.pids[name]
     _start(stack, spec)
     _wait(stack, spec, timeout)
     with contextlib.suppress(FileNotFoundError, ValueError):
-        if json.loads(Path(stack.state_file).read_text()).get("pids", {}).get(name) == pid:
+        if json.loads(Path(stack.state_file).read_text()).get("pids", {}).get(name) == old:
             stack.write_state()
 
 

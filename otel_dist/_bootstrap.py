@@ -20,13 +20,15 @@ from typing import IO, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import set_logger_provider
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import NoOpTracerProvider
 
-from . import _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
+from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
 from ._logs import JsonLogHandler, LogSink
 from ._settings import Settings, load_settings
 
@@ -81,7 +83,7 @@ class Telemetry:
         deadline = time.monotonic() + (timeout_s or self.settings.shutdown_timeout)
         ok = True
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
-            if provider is None:
+            if provider is None or not hasattr(provider, "force_flush"):  # OTEL_SDK_DISABLED: no-op providers
                 continue
             remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
             ok = bool(provider.force_flush(remaining_ms)) and ok
@@ -130,8 +132,24 @@ def _set_sdk_environment(settings: Settings) -> None:
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     # Stable HTTP and database semantic conventions (http.request.method, url.full,
     # db.system.name, db.query.text, ...) in the contrib instrumentations, matching
-    # our server span and database metrics.
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+    # our server span and database metrics (plus whatever the user opted into).
+    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = ",".join(settings.semconv_opt_in)
+    # The contrib httpx instrumentation reads these itself: hand it the validated values (and
+    # clear what an earlier bootstrap in this process set, so nothing leaks between them).
+    capturing = settings.capture_client_request_headers or settings.capture_client_response_headers
+    for variable, value in (
+        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", settings.capture_client_request_headers),
+        ("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", settings.capture_client_response_headers),
+        (
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
+            _capture.sanitize_fields(settings) if capturing else (),
+        ),
+        ("OTEL_PYTHON_HTTPX_EXCLUDED_URLS", settings.client_excluded_urls),
+    ):
+        if value:
+            os.environ[variable] = ",".join(value)
+        else:
+            os.environ.pop(variable, None)
 
 
 class Extras:
@@ -152,6 +170,8 @@ class Extras:
 
 def _build_telemetry(settings: Settings, extras: Extras) -> Telemetry:
     resource = _resource.build_resource(settings)
+    if settings.sdk_disabled:
+        return _disabled_telemetry(settings, resource, extras)
     readers = [*_providers.build_metric_readers(settings), *extras.metric_readers]
     meter_provider = _providers.build_meter_provider(settings, resource, readers)
     tracer_provider = _providers.build_tracer_provider(settings, resource, meter_provider)
@@ -166,13 +186,32 @@ def _build_telemetry(settings: Settings, extras: Extras) -> Telemetry:
         service_name=settings.service_name,
         environment=settings.environment,
         stream=extras.log_stream,
-        otel_logger=logger_provider.get_logger("otel_dist") if logger_provider else None,
+        otel_logger=logger_provider.get_logger("otel_dist")
+        if logger_provider and settings.log_records_bridged
+        else None,
         json_lines=settings.json_logs,
     )
     return Telemetry(settings, resource, meter_provider, readers, tracer_provider, logger_provider, sink)
 
 
+def _disabled_telemetry(settings: Settings, resource: Resource, extras: Extras) -> Telemetry:
+    """OTEL_SDK_DISABLED=true: no-op providers (nothing recorded, nothing exported, /metrics empty).
+    otel-dist's own JSON lines on stdout stay, without trace ids; so do auth and the app."""
+    sink = LogSink(
+        service_name=settings.service_name,
+        environment=settings.environment,
+        stream=extras.log_stream,
+        otel_logger=None,
+        json_lines=settings.json_logs,
+    )
+    no_tracing: Any = NoOpTracerProvider()
+    no_metrics: Any = NoOpMeterProvider()
+    return Telemetry(settings, resource, no_metrics, [], no_tracing, None, sink)
+
+
 def _set_global_providers(tel: Telemetry) -> None:
+    if tel.settings.sdk_disabled:
+        return  # the API's no-op providers stay
     trace.set_tracer_provider(tel.tracer_provider)
     metrics.set_meter_provider(tel.meter_provider)
     if tel.logger_provider is not None:
@@ -209,9 +248,12 @@ def _report_export_failures(tel: Telemetry) -> None:
 
 
 def _instrument_libraries(tel: Telemetry) -> None:
-    _instrumentation.instrument_httpx(tel)
-    _instrumentation.instrument_fastapi(tel)
-    if tel.settings.server_instrumentation == "contrib":
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS and OTEL_SDK_DISABLED switch these off (sqlalchemy: see _db)."""
+    s = tel.settings
+    if not s.sdk_disabled and "httpx" not in s.disabled_instrumentations:
+        _instrumentation.instrument_httpx(tel)
+    _instrumentation.instrument_fastapi(tel)  # always: it also installs the auth layers
+    if s.server_instrumentation == "contrib" and not s.sdk_disabled and "fastapi" not in s.disabled_instrumentations:
         _instrumentation.instrument_fastapi_contrib()
 
 

@@ -67,8 +67,10 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.system = _SYSTEMS.get(self.url.get_backend_name(), self.url.get_backend_name())
         self.pool_name = _pool_name(self.url)
-        _trace_engine(self.engine, telemetry)
-        _measure_engine(self.engine.sync_engine, telemetry.meter("otel_dist.db"), self.system, self.pool_name)
+        settings = telemetry.settings
+        if not settings.sdk_disabled and "sqlalchemy" not in settings.disabled_instrumentations:
+            _trace_engine(self.engine, telemetry)
+            _measure_engine(self.engine.sync_engine, telemetry.meter("otel_dist.db"), self.system, self.pool_name)
         with suppress_instrumentation():  # readiness probes are not traced
             self._probe = sa_asyncio.create_async_engine(self.url, poolclass=NullPool)
         _log.info("database opened", **{"db.system.name": self.system, "url": self.safe_url})

@@ -16,6 +16,8 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from ._bootstrap import bootstrap, current
+from ._settings import ConfigError
+from ._startup import exit_now
 
 _SERVER_INSTRUMENTORS = frozenset(("fastapi", "asgi", "starlette"))
 
@@ -29,6 +31,8 @@ class OtelDistDistro(BaseDistro):
         owner = tel.settings.server_instrumentation if tel else "otel-dist"
         if entry_point.name in _SERVER_INSTRUMENTORS and owner != "contrib":
             return
+        if tel is not None and tel.settings.sdk_disabled:
+            return  # OTEL_SDK_DISABLED: nothing to instrument into
         client_owner = tel.settings.client_instrumentation if tel else "otel-dist"
         if entry_point.name == "httpx" and client_owner != "contrib":
             return  # bootstrap() installed otel-dist's lean httpx layer
@@ -39,4 +43,9 @@ class OtelDistDistro(BaseDistro):
 
 class OtelDistConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
-        bootstrap()
+        # Upstream logs and swallows a configurator's exception, and the app would then serve
+        # with no telemetry at all: a bad setting stops the process instead, like bootstrap().
+        try:
+            bootstrap()
+        except ConfigError as error:
+            exit_now(error)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -84,14 +84,30 @@ class _State:
         self.hosts: frozenset[tuple[str, int]] = frozenset()
         self.attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.lock = threading.Lock()
+        # OTEL_PYTHON_(HTTPX_)EXCLUDED_URLS and client header capture (see _capture): None when unset.
+        self.excluded: Callable[[str], bool] | None = None
+        self.capture_request: Any = None
+        self.capture_response: Any = None
 
 
 _state = _State()
 
 
-def configure(tracer: trace.Tracer, meter: Meter, urls: Iterable[str | None]) -> None:
-    """Point the instrumentation at this telemetry handle; `urls` are hosts that may get the trace context."""
+def configure(
+    tracer: trace.Tracer,
+    meter: Meter,
+    urls: Iterable[str | None],
+    *,
+    excluded: Callable[[str], bool] | None = None,
+    capture: tuple[Any, Any] = (None, None),
+) -> None:
+    """Point the instrumentation at this telemetry handle; `urls` are hosts that may get the trace context.
+
+    `excluded`: URLs that get no span or metrics; `capture`: request and response header capture.
+    """
     _state.tracer = tracer
+    _state.excluded = excluded
+    _state.capture_request, _state.capture_response = capture
     _state.duration = meter.create_histogram(
         "http.client.request.duration",
         unit="s",
@@ -138,6 +154,8 @@ def _start(request: httpx.Request) -> tuple[Any, Any, str, str, int, str]:
     resend = request.extensions.get(RESEND_EXTENSION)
     if resend:
         attributes["http.request.resend_count"] = resend
+    if _state.capture_request is not None:
+        attributes.update(_state.capture_request.attributes(request.headers.raw))
     span = _state.tracer.start_span(method_attr, kind=SpanKind.CLIENT, attributes=attributes)
     # Current while the transport runs: the duration's exemplar and any log line inside point at it.
     token = otel_context.attach(trace.set_span_in_context(span))
@@ -171,6 +189,8 @@ def _end(
     if error_type is not None:
         end["error.type"] = error_type
         span.set_status(Status(StatusCode.ERROR, error_type if error is not None else None))
+    if response is not None and _state.capture_response is not None:
+        span.set_attributes(_state.capture_response.attributes(response.headers.raw))
     if end:
         span.set_attributes(end)
     span.end()
@@ -198,7 +218,7 @@ def instrument() -> None:
     sync_original = httpx.HTTPTransport.handle_request
 
     async def handle_async_request(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
-        if _suppressed():
+        if _suppressed() or (_state.excluded is not None and _state.excluded(str(request.url))):
             return await async_original(self, request)
         span, token, method, host, port, scheme = _start(request)
         started = time.perf_counter()
@@ -214,7 +234,7 @@ def instrument() -> None:
         return response
 
     def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-        if _suppressed():
+        if _suppressed() or (_state.excluded is not None and _state.excluded(str(request.url))):
             return sync_original(self, request)
         span, token, method, host, port, scheme = _start(request)
         started = time.perf_counter()

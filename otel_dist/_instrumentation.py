@@ -15,9 +15,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _httpx
+from . import _capture, _httpx
 from ._httpx import redact_url
 from ._server import ASGIApp, ServerTelemetry
+from ._startup import wrap_lifespan
 
 if TYPE_CHECKING:
     from ._bootstrap import Telemetry
@@ -55,6 +56,8 @@ def instrument_httpx(telemetry: Telemetry) -> None:
         telemetry.tracer("otel_dist.httpx"),
         telemetry.meter("otel_dist.httpx"),
         [settings.otlp_endpoint, *service_urls],
+        excluded=_capture.client_exclusion(settings),
+        capture=(_capture.build(settings, "client", "request"), _capture.build(settings, "client", "response")),
     )
     _httpx.instrument()
 
@@ -96,17 +99,24 @@ def instrument_fastapi(telemetry: Telemetry) -> None:
         return
 
     def build_middleware_stack(self: FastAPI) -> ASGIApp:
+        # Built on the first ASGI call, the lifespan's: a ConfigError there ends the process
+        # with its one line (see _startup); no cost per request.
+        self.router.lifespan_context = wrap_lifespan(self.router.lifespan_context)
         stack: ASGIApp = original(self)
         tel = _active["telemetry"]
         for factory in reversed(app_middleware(self)):
             stack = factory(stack)
-        if tel.settings.server_instrumentation != "otel-dist" or _has_contrib_middleware(stack):
+        s = tel.settings
+        disabled = s.sdk_disabled or "fastapi" in s.disabled_instrumentations
+        if not disabled and (s.server_instrumentation != "otel-dist" or _has_contrib_middleware(stack)):
             return stack
         # FastAPI's native telemetry would add a second server span; the public
         # switch is FastAPI(telemetry=...) at construction, which we do not own.
         native = getattr(self, "_telemetry", None)
         if isinstance(native, dict):
             native.update(tracing=False, metrics=False, logs=False)
+        if disabled:
+            return stack  # no server telemetry at all; the layers above (auth...) stay
         return ServerTelemetry(
             stack,
             settings=tel.settings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
+from importlib.metadata import entry_points
 
 from opentelemetry import propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -28,11 +29,17 @@ correlation_id: ContextVar[str | None] = ContextVar("otel_dist_correlation_id", 
 
 
 def build_propagator(settings: Settings) -> TextMapPropagator:
+    """OTEL_PROPAGATORS in order: the W3C ones built in, any other name from the installed
+    `opentelemetry_propagator` entry points (b3, b3multi, jaeger, xray...), as upstream loads them."""
     parts: list[TextMapPropagator] = []
-    if "tracecontext" in settings.propagators:
-        parts.append(TraceContextTextMapPropagator())
-    if "baggage" in settings.propagators:
-        parts.append(W3CBaggagePropagator())
+    for name in settings.propagators:
+        if name == "tracecontext":
+            parts.append(TraceContextTextMapPropagator())
+        elif name == "baggage":
+            parts.append(W3CBaggagePropagator())
+        else:
+            (entry_point,) = entry_points(group="opentelemetry_propagator", name=name)  # checked in _settings
+            parts.append(entry_point.load()())
     return CompositePropagator(parts)
 
 
@@ -53,6 +60,24 @@ def extract_from_headers(traceparent: str | None, tracestate: str | None, baggag
         carrier["baggage"] = baggage
     if not carrier:
         return None
+    try:
+        return propagate.extract(carrier)
+    except Exception:  # noqa: BLE001 - a hostile header must never fail the request
+        return None
+
+
+def extract_from_all_headers(raw_headers: list[tuple[bytes, bytes]]) -> Context | None:
+    """Parent context when a non-W3C propagator is configured: it may read any header.
+
+    Each header is size-bounded; a repeated one keeps its first value.
+    """
+    carrier: dict[str, str] = {}
+    for name, value in raw_headers:
+        if len(value) <= _MAX_BAGGAGE:
+            carrier.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    if len(carrier.get("traceparent", "")) > 128 or len(carrier.get("tracestate", "")) > _MAX_TRACESTATE:
+        carrier.pop("traceparent", None)
+        carrier.pop("tracestate", None)
     try:
         return propagate.extract(carrier)
     except Exception:  # noqa: BLE001 - a hostile header must never fail the request

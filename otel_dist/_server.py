@@ -24,9 +24,10 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import _capture
 from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
 from ._logs import LogSink
-from ._propagation import clean_correlation_id, correlation_id, extract_from_headers
+from ._propagation import clean_correlation_id, correlation_id, extract_from_all_headers, extract_from_headers
 from ._settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -149,6 +150,12 @@ class ServerTelemetry:
         self._tracer = tracer
         self._sink = sink
         self._untraced = frozenset(settings.untraced_paths)
+        # Spec switches; each is None when unset, so the default path pays one `is None` test.
+        self._excluded = _capture.server_exclusion(settings)
+        self._capture_request = _capture.build(settings, "server", "request")
+        self._capture_response = _capture.build(settings, "server", "response")
+        w3c = {"tracecontext", "baggage"}
+        self._extract_all = not w3c.issuperset(settings.propagators)  # b3, jaeger...: they read other headers
         self._correlation_header = settings.correlation_header.encode("latin-1")
         self._access_log = settings.access_log
         # The exported server span already carries every field of the access line; sending
@@ -173,7 +180,11 @@ class ServerTelemetry:
         self._attr_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._untraced:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self._untraced
+            or (self._excluded is not None and self._excluded(scope))
+        ):
             await self.app(scope, receive, send)
             return
 
@@ -203,7 +214,10 @@ class ServerTelemetry:
         if method not in _KNOWN_METHODS:
             method = "_OTHER"  # semconv: unknown methods never become labels
         scheme = scope.get("scheme", "http")
-        parent = extract_from_headers(traceparent, tracestate, baggage)
+        if self._extract_all:
+            parent = extract_from_all_headers(scope["headers"])
+        else:
+            parent = extract_from_headers(traceparent, tracestate, baggage)
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.path": scope["path"][:_MAX_PATH],
@@ -226,6 +240,8 @@ class ServerTelemetry:
             attributes["client.address"] = client[0]
         if user_agent:
             attributes["user_agent.original"] = user_agent[:256]
+        if self._capture_request is not None:
+            attributes.update(self._capture_request.attributes(scope["headers"]))
         corr = clean_correlation_id(legacy)
         if corr is not None:
             attributes["otel_dist.correlation_id"] = corr
@@ -265,6 +281,8 @@ class ServerTelemetry:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started = True
+                if self._capture_response is not None:
+                    span.set_attributes(self._capture_response.attributes(message.get("headers", ())))
                 message["headers"] = [*message.get("headers", ()), *response_headers]
             elif not message.get("more_body", False):
                 request.done = True  # a disconnect or the deadline from now on cancels nothing

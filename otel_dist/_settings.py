@@ -15,12 +15,22 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 
 class ConfigError(ValueError):
-    """A setting has a value otel-dist cannot use; the message names it."""
+    """A setting has a value otel-dist cannot use; the message names it.
+
+    Uncaught at startup, it ends the process with one plain line (see ``_startup``).
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        from ._startup import install_excepthook
+
+        install_excepthook()
 
 
 Parser = Callable[[str], Any]
@@ -108,6 +118,82 @@ def _url(value: str) -> str | None:
     return value.rstrip("/")
 
 
+def _url_as_given(value: str) -> str | None:
+    """A per-signal OTLP endpoint: the spec says it is used as given (no /v1/<signal> appended)."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(value)
+    return value
+
+
+def _file(value: str) -> str | None:
+    """A path to a readable file (certificates, keys): checked at startup, not at the first export."""
+    value = value.strip()
+    if not value:
+        return None
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError(value)
+    return value
+
+
+def _regex_list(value: str) -> tuple[str, ...]:
+    """Comma-separated regular expressions (upstream's excluded-URL and header-capture syntax)."""
+    import re
+
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    for item in items:
+        try:
+            re.compile(item)
+        except re.error:
+            raise ValueError(item) from None
+    return items
+
+
+def _propagator_names(value: str) -> tuple[str, ...]:
+    """W3C names, or any installed `opentelemetry_propagator` entry point (b3, b3multi, jaeger, xray...)."""
+    items = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+    if not items or ("none" in items and len(items) > 1):
+        raise ValueError(value)
+    if items == ("none",):
+        return ()
+    unknown = set(items) - {"tracecontext", "baggage"}
+    if unknown:
+        from importlib.metadata import entry_points
+
+        installed = {ep.name for ep in entry_points(group="opentelemetry_propagator")}
+        if unknown - installed:
+            raise ValueError(value)
+    return items
+
+
+def _instrumentation_names(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+    unknown = set(items) - set(_INSTRUMENTATIONS)
+    if unknown:
+        from importlib.metadata import entry_points
+
+        if unknown - {ep.name for ep in entry_points(group="opentelemetry_instrumentor")}:
+            raise ValueError(value)
+    return items
+
+
+_SEMCONV = ("http", "http/dup", "database", "database/dup", "gen_ai_latest_experimental")
+
+
+def _semconv(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+    if any(v not in _SEMCONV for v in items):
+        raise ValueError(value)
+    # otel-dist's own layers emit the stable HTTP and database names: those are always opted in.
+    if "http/dup" not in items and "http" not in items:
+        items = ("http", *items)
+    if "database/dup" not in items and "database" not in items:
+        items = (*items, "database")
+    return items
+
+
 def _key_values(value: str) -> tuple[tuple[str, str], ...]:
     """W3C-baggage-like `k=v,k2=v2` as used by OTEL_RESOURCE_ATTRIBUTES and OTLP headers."""
     from urllib.parse import unquote
@@ -132,6 +218,53 @@ _SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
+
+
+_PROTOCOLS = ("http/protobuf", "grpc")
+_INSTRUMENTATIONS = ("fastapi", "httpx", "sqlalchemy", "logging")
+_COMPRESSIONS = ("gzip", "none")
+_FILE = "a path to a readable PEM file"
+_OTLP_PER_SIGNAL: dict[str, dict[str, Any]] = {
+    "ENDPOINT": {"default": None, "parse": _url_as_given, "accepts": "an http:// or https:// URL, used as given"},
+    "HEADERS": {"default": (), "parse": _key_values, "accepts": "key=value pairs separated by commas", "secret": True},
+    "TIMEOUT": {"default": None, "parse": _number(int, 1, 60000), "accepts": "milliseconds, 1 to 60000"},
+    "PROTOCOL": {"default": None, "parse": _choice(*_PROTOCOLS), "accepts": ", ".join(_PROTOCOLS)},
+    "COMPRESSION": {"default": None, "parse": _choice(*_COMPRESSIONS), "accepts": ", ".join(_COMPRESSIONS)},
+    "CERTIFICATE": {"default": None, "parse": _file, "accepts": _FILE},
+    "CLIENT_KEY": {"default": None, "parse": _file, "accepts": _FILE},
+    "CLIENT_CERTIFICATE": {"default": None, "parse": _file, "accepts": _FILE},
+}
+
+
+def _per_signal(signal: str, key: str) -> Any:
+    """A per-signal OTLP row: wins over the generic variable (HEADERS: per key)."""
+    row = _OTLP_PER_SIGNAL[key]
+    doc = f"{signal.lower()} only; wins over OTEL_EXPORTER_OTLP_{key}"
+    if key == "HEADERS":
+        doc += " key by key"
+    elif key == "ENDPOINT":
+        doc += " (which gets /v1/" + signal.lower() + " appended) and turns on OTLP export of " + signal.lower()
+    return _setting(
+        f"OTEL_EXPORTER_OTLP_{signal}_{key}",
+        default=row["default"],
+        parse=row["parse"],
+        accepts=row["accepts"],
+        secret=row.get("secret", False),
+        doc=doc,
+    )
+
+
+def _limit(variable: str, default: int | None, fallback: str) -> Any:
+    """An SDK attribute/event/link limit; unset falls back as the spec says."""
+    if fallback == "unlimited":
+        doc = "default: unlimited"
+    elif fallback:
+        doc = f"default: {fallback}"
+    else:
+        doc = f"default: {default}"
+    return _setting(
+        variable, default=default, parse=_number(int, 0, 1_000_000), accepts="an integer, 0 to 1000000", doc=doc
+    )
 
 
 @dataclass(frozen=True)
@@ -215,9 +348,9 @@ class Settings:
     otlp_protocol: str = _setting(
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         default="http/protobuf",
-        parse=_choice("http/protobuf"),
-        accepts="http/protobuf",
-        doc="OTLP transport",
+        parse=_choice(*_PROTOCOLS),
+        accepts=", ".join(_PROTOCOLS),
+        doc="OTLP transport; grpc needs the extra otel-dist[grpc]",
     )
     otlp_headers: tuple[tuple[str, str], ...] = _setting(
         "OTEL_EXPORTER_OTLP_HEADERS",
@@ -232,7 +365,74 @@ class Settings:
         default=2000,
         parse=_number(int, 1, 60000),
         accepts="milliseconds, 1 to 60000",
-        doc="per-export timeout",
+        doc="per-export timeout (spec default 10000: otel-dist keeps exports short)",
+    )
+    otlp_compression: str = _setting(
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        default="none",
+        parse=_choice(*_COMPRESSIONS),
+        accepts=", ".join(_COMPRESSIONS),
+        doc="OTLP payload compression",
+    )
+    otlp_certificate: str | None = _setting(
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        default=None,
+        parse=_file,
+        accepts=_FILE,
+        doc="CA bundle (PEM) that verifies the collector's TLS certificate",
+    )
+    otlp_client_key: str | None = _setting(
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        default=None,
+        parse=_file,
+        accepts=_FILE,
+        doc="client private key (PEM) for mutual TLS",
+    )
+    otlp_client_certificate: str | None = _setting(
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        default=None,
+        parse=_file,
+        accepts=_FILE,
+        doc="client certificate (PEM) for mutual TLS",
+    )
+    otlp_traces_endpoint: str | None = _per_signal("TRACES", "ENDPOINT")
+    otlp_traces_headers: tuple[tuple[str, str], ...] = _per_signal("TRACES", "HEADERS")
+    otlp_traces_timeout_ms: int | None = _per_signal("TRACES", "TIMEOUT")
+    otlp_traces_protocol: str | None = _per_signal("TRACES", "PROTOCOL")
+    otlp_traces_compression: str | None = _per_signal("TRACES", "COMPRESSION")
+    otlp_traces_certificate: str | None = _per_signal("TRACES", "CERTIFICATE")
+    otlp_traces_client_key: str | None = _per_signal("TRACES", "CLIENT_KEY")
+    otlp_traces_client_certificate: str | None = _per_signal("TRACES", "CLIENT_CERTIFICATE")
+    otlp_metrics_endpoint: str | None = _per_signal("METRICS", "ENDPOINT")
+    otlp_metrics_headers: tuple[tuple[str, str], ...] = _per_signal("METRICS", "HEADERS")
+    otlp_metrics_timeout_ms: int | None = _per_signal("METRICS", "TIMEOUT")
+    otlp_metrics_protocol: str | None = _per_signal("METRICS", "PROTOCOL")
+    otlp_metrics_compression: str | None = _per_signal("METRICS", "COMPRESSION")
+    otlp_metrics_certificate: str | None = _per_signal("METRICS", "CERTIFICATE")
+    otlp_metrics_client_key: str | None = _per_signal("METRICS", "CLIENT_KEY")
+    otlp_metrics_client_certificate: str | None = _per_signal("METRICS", "CLIENT_CERTIFICATE")
+    otlp_logs_endpoint: str | None = _per_signal("LOGS", "ENDPOINT")
+    otlp_logs_headers: tuple[tuple[str, str], ...] = _per_signal("LOGS", "HEADERS")
+    otlp_logs_timeout_ms: int | None = _per_signal("LOGS", "TIMEOUT")
+    otlp_logs_protocol: str | None = _per_signal("LOGS", "PROTOCOL")
+    otlp_logs_compression: str | None = _per_signal("LOGS", "COMPRESSION")
+    otlp_logs_certificate: str | None = _per_signal("LOGS", "CERTIFICATE")
+    otlp_logs_client_key: str | None = _per_signal("LOGS", "CLIENT_KEY")
+    otlp_logs_client_certificate: str | None = _per_signal("LOGS", "CLIENT_CERTIFICATE")
+    metrics_temporality: str = _setting(
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        default="cumulative",
+        parse=_choice("cumulative", "delta", "lowmemory"),
+        accepts="cumulative, delta, lowmemory",
+        doc="temporality of OTLP-pushed metrics (Prometheus is always cumulative)",
+    )
+    metrics_histogram_aggregation: str = _setting(
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        default="explicit_bucket_histogram",
+        parse=_choice("explicit_bucket_histogram"),
+        accepts="explicit_bucket_histogram (exponential histograms are refused: the duration "
+        "buckets are a view, and the Prometheus reader cannot render them)",
+        doc="histogram aggregation of OTLP-pushed metrics",
     )
     traces_exporter: tuple[str, ...] | None = _setting(
         "OTEL_TRACES_EXPORTER",
@@ -276,26 +476,129 @@ class Settings:
         accepts="milliseconds, 100 to 3600000",
         doc="OTLP metric push interval",
     )
+    metric_export_timeout_ms: int = _setting(
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        default=30000,
+        parse=_number(int, 1, 600000),
+        accepts="milliseconds, 1 to 600000",
+        doc="bound on one metric collection and export",
+    )
+    metrics_exemplar_filter: str = _setting(
+        "OTEL_METRICS_EXEMPLAR_FILTER",
+        default="trace_based",
+        parse=_choice("trace_based", "always_on", "always_off"),
+        accepts="trace_based, always_on, always_off",
+        doc="which measurements may become exemplars",
+    )
     bsp_max_queue_size: int = _setting(
         "OTEL_BSP_MAX_QUEUE_SIZE",
         default=2048,
         parse=_number(int, 1, 1_000_000),
         accepts="an integer, 1 to 1000000",
-        doc="spans (and log records) buffered before new ones are dropped",
+        doc="spans buffered before new ones are dropped",
     )
     bsp_schedule_delay_ms: int = _setting(
         "OTEL_BSP_SCHEDULE_DELAY",
         default=1000,
         parse=_number(int, 1, 60000),
         accepts="milliseconds, 1 to 60000",
-        doc="batch export delay",
+        doc="span batch export delay (spec default 5000)",
+    )
+    bsp_max_export_batch_size: int = _setting(
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        default=512,
+        parse=_number(int, 1, 1_000_000),
+        accepts="an integer, 1 to 1000000, at most OTEL_BSP_MAX_QUEUE_SIZE",
+        doc="spans per export request (default capped at the queue size)",
+    )
+    bsp_export_timeout_ms: int = _setting(
+        "OTEL_BSP_EXPORT_TIMEOUT",
+        default=30000,
+        parse=_number(int, 1, 600000),
+        accepts="milliseconds, 1 to 600000",
+        doc="bound on one span export (the OTLP timeout applies if shorter)",
+    )
+    blrp_max_queue_size: int = _setting(
+        "OTEL_BLRP_MAX_QUEUE_SIZE",
+        default=2048,
+        parse=_number(int, 1, 1_000_000),
+        accepts="an integer, 1 to 1000000",
+        doc="log records buffered before new ones are dropped",
+    )
+    blrp_schedule_delay_ms: int = _setting(
+        "OTEL_BLRP_SCHEDULE_DELAY",
+        default=1000,
+        parse=_number(int, 1, 60000),
+        accepts="milliseconds, 1 to 60000",
+        doc="log record batch export delay",
+    )
+    blrp_max_export_batch_size: int = _setting(
+        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+        default=512,
+        parse=_number(int, 1, 1_000_000),
+        accepts="an integer, 1 to 1000000, at most OTEL_BLRP_MAX_QUEUE_SIZE",
+        doc="log records per export request (default capped at the queue size)",
+    )
+    blrp_export_timeout_ms: int = _setting(
+        "OTEL_BLRP_EXPORT_TIMEOUT",
+        default=30000,
+        parse=_number(int, 1, 600000),
+        accepts="milliseconds, 1 to 600000",
+        doc="bound on one log record export (the OTLP timeout applies if shorter)",
+    )
+    attribute_value_length_limit: int | None = _limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None, "unlimited")
+    attribute_count_limit: int | None = _limit("OTEL_ATTRIBUTE_COUNT_LIMIT", 128, "")
+    span_attribute_value_length_limit: int | None = _limit(
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", None, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+    )
+    span_attribute_count_limit: int | None = _limit(
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", None, "OTEL_ATTRIBUTE_COUNT_LIMIT"
+    )
+    span_event_count_limit: int | None = _limit("OTEL_SPAN_EVENT_COUNT_LIMIT", 128, "")
+    span_link_count_limit: int | None = _limit("OTEL_SPAN_LINK_COUNT_LIMIT", 128, "")
+    event_attribute_count_limit: int | None = _limit(
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", None, "OTEL_ATTRIBUTE_COUNT_LIMIT"
+    )
+    link_attribute_count_limit: int | None = _limit(
+        "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", None, "OTEL_ATTRIBUTE_COUNT_LIMIT"
+    )
+    logrecord_attribute_value_length_limit: int | None = _limit(
+        "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", None, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+    )
+    logrecord_attribute_count_limit: int | None = _limit(
+        "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", None, "OTEL_ATTRIBUTE_COUNT_LIMIT"
     )
     propagators: tuple[str, ...] = _setting(
         "OTEL_PROPAGATORS",
         default=("tracecontext", "baggage"),
-        parse=_choices_list("tracecontext", "baggage", "none"),
-        accepts="a comma list of tracecontext, baggage, or none",
-        doc="inbound/outbound context formats",
+        parse=_propagator_names,
+        accepts="a comma list of tracecontext, baggage, or installed propagators (b3, b3multi, jaeger, xray, "
+        "ottrace), or none",
+        doc="inbound/outbound context formats; others come from `opentelemetry_propagator` entry points",
+    )
+    sdk_disabled: bool = _setting(
+        "OTEL_SDK_DISABLED",
+        default=False,
+        parse=_bool,
+        accepts="true or false",
+        doc="no traces, metrics or OTel logs (no-op providers, nothing exported, /metrics empty); the JSON "
+        "stdout logs, the access line, auth and the app itself still run",
+    )
+    resource_detectors: tuple[str, ...] = _setting(
+        "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS",
+        default=(),
+        parse=_text_list,
+        accepts="a comma list of installed `opentelemetry_resource_detector` entry points (e.g. process, os, "
+        "host, container)",
+        doc="extra resource detectors; below OTEL_RESOURCE_ATTRIBUTES in precedence",
+    )
+    semconv_opt_in: tuple[str, ...] = _setting(
+        "OTEL_SEMCONV_STABILITY_OPT_IN",
+        default=("http", "database"),
+        parse=_semconv,
+        accepts=", ".join(_SEMCONV),
+        doc="stable HTTP and database names are always on (otel-dist's own layers emit only those); "
+        "`/dup` also keeps the old names in the contrib instrumentations",
     )
     shutdown_timeout: float = _setting(
         "OTEL_DIST_SHUTDOWN_TIMEOUT",
@@ -340,6 +643,80 @@ class Settings:
         parse=_text,
         accepts="a path",
         doc="Prometheus scrape route",
+    )
+    excluded_urls: tuple[str, ...] = _setting(
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        default=(),
+        parse=_regex_list,
+        accepts="a comma list of regular expressions",
+        doc="requests whose URL matches (re.search, as upstream) get no span, metrics or access line; "
+        "server and httpx client",
+    )
+    fastapi_excluded_urls: tuple[str, ...] | None = _setting(
+        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS",
+        default=None,
+        parse=_regex_list,
+        accepts="a comma list of regular expressions",
+        doc="as OTEL_PYTHON_EXCLUDED_URLS for the server only; replaces it when set",
+    )
+    httpx_excluded_urls: tuple[str, ...] | None = _setting(
+        "OTEL_PYTHON_HTTPX_EXCLUDED_URLS",
+        default=None,
+        parse=_regex_list,
+        accepts="a comma list of regular expressions",
+        doc="as OTEL_PYTHON_EXCLUDED_URLS for the httpx client only; replaces it when set",
+    )
+    capture_server_request_headers: tuple[str, ...] = _setting(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+        default=(),
+        parse=_regex_list,
+        accepts="a comma list of header names or regular expressions (full match, case-insensitive)",
+        doc="request headers recorded on the server span as http.request.header.<name>",
+    )
+    capture_server_response_headers: tuple[str, ...] = _setting(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+        default=(),
+        parse=_regex_list,
+        accepts="a comma list of header names or regular expressions (full match, case-insensitive)",
+        doc="response headers recorded on the server span as http.response.header.<name>",
+    )
+    capture_client_request_headers: tuple[str, ...] = _setting(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
+        default=(),
+        parse=_regex_list,
+        accepts="a comma list of header names or regular expressions (full match, case-insensitive)",
+        doc="request headers recorded on httpx client spans",
+    )
+    capture_client_response_headers: tuple[str, ...] = _setting(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+        default=(),
+        parse=_regex_list,
+        accepts="a comma list of header names or regular expressions (full match, case-insensitive)",
+        doc="response headers recorded on httpx client spans",
+    )
+    capture_sanitize_fields: tuple[str, ...] = _setting(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
+        default=(),
+        parse=_regex_list,
+        accepts="a comma list of header names or regular expressions (search, case-insensitive)",
+        doc="captured headers whose value is replaced by [REDACTED]; authorization, cookie, set-cookie "
+        "and proxy-authorization are always redacted",
+    )
+    logging_auto_instrumentation: bool = _setting(
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="stdlib logging records also become OTel log records when a logs exporter is set "
+        "(upstream default false); false: JSON stdout only",
+    )
+    disabled_instrumentations: tuple[str, ...] = _setting(
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+        default=(),
+        parse=_instrumentation_names,
+        accepts="a comma list of " + ", ".join(_INSTRUMENTATIONS) + " or other installed instrumentors",
+        doc="fastapi: no server span/metrics/access line (auth stays); httpx: no client spans; "
+        "sqlalchemy: no database spans/metrics; logging: no OTel log records (JSON stdout stays)",
     )
     # --- service client (seed names) ---
     client_max_retries: int = _setting(
@@ -615,23 +992,74 @@ class Settings:
         doc="lifetime of user access tokens",
     )
 
+    # Exporters. otel-dist's embedded default (no endpoint set: nothing pushed) differs from the
+    # spec's (otlp to localhost); an explicit OTEL_*_EXPORTER=otlp gets the spec's localhost default.
     @property
     def trace_exporters(self) -> tuple[str, ...]:
+        if self.sdk_disabled:
+            return ()
         if self.traces_exporter is not None:
             return self.traces_exporter
-        return ("otlp",) if self.otlp_endpoint else ()
+        return ("otlp",) if self.otlp_endpoint or self.otlp_traces_endpoint else ()
 
     @property
     def metric_exporters(self) -> tuple[str, ...]:
+        if self.sdk_disabled:
+            return ()
         if self.metrics_exporter is not None:
             return self.metrics_exporter
-        return ("prometheus", "otlp") if self.otlp_endpoint else ("prometheus",)
+        return ("prometheus", "otlp") if self.otlp_endpoint or self.otlp_metrics_endpoint else ("prometheus",)
 
     @property
     def log_exporters(self) -> tuple[str, ...]:
+        if not self.log_records_bridged:
+            return ()
         if self.logs_exporter is not None:
             return self.logs_exporter
-        return ("otlp",) if self.otlp_endpoint else ()
+        return ("otlp",) if self.otlp_endpoint or self.otlp_logs_endpoint else ()
+
+    @property
+    def server_excluded_urls(self) -> tuple[str, ...]:
+        return self.excluded_urls if self.fastapi_excluded_urls is None else self.fastapi_excluded_urls
+
+    @property
+    def client_excluded_urls(self) -> tuple[str, ...]:
+        return self.excluded_urls if self.httpx_excluded_urls is None else self.httpx_excluded_urls
+
+    @property
+    def log_records_bridged(self) -> bool:
+        """Whether stdlib logging records also become OTel log records."""
+        return not (
+            self.sdk_disabled or "logging" in self.disabled_instrumentations or not self.logging_auto_instrumentation
+        )
+
+    def otlp(self, signal: str) -> OtlpTarget:
+        """Where and how one signal ("traces", "metrics", "logs") is exported, per the OTLP exporter spec."""
+
+        def pick(key: str) -> Any:
+            value = getattr(self, f"otlp_{signal}_{key}")
+            return getattr(self, f"otlp_{key}") if value is None else value
+
+        protocol = pick("protocol")
+        endpoint = getattr(self, f"otlp_{signal}_endpoint")
+        if endpoint is None:
+            base = self.otlp_endpoint or ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318")
+            endpoint = base if protocol == "grpc" else f"{base.rstrip('/')}/v1/{signal}"
+        elif protocol != "grpc" and urlsplit(endpoint).path == "":
+            endpoint += "/"  # spec: a signal endpoint without a path uses the root path
+        headers = {k.lower(): (k, v) for k, v in self.otlp_headers}
+        headers.update({k.lower(): (k, v) for k, v in getattr(self, f"otlp_{signal}_headers")})
+        return OtlpTarget(
+            signal=signal,
+            endpoint=endpoint,
+            protocol=protocol,
+            headers=dict(headers.values()),
+            timeout_s=pick("timeout_ms") / 1000,
+            compression=pick("compression"),
+            certificate=pick("certificate"),
+            client_key=pick("client_key"),
+            client_certificate=pick("client_certificate"),
+        )
 
     @property
     def production(self) -> bool:
@@ -646,6 +1074,49 @@ class Settings:
                 value = "<redacted>"
             out[f.name] = value
         return out
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    """The effective OTLP exporter configuration of one signal."""
+
+    signal: str
+    endpoint: str
+    protocol: str
+    headers: dict[str, str]
+    timeout_s: float
+    compression: str
+    certificate: str | None
+    client_key: str | None
+    client_certificate: str | None
+
+
+# Standard variables otel-dist does not implement: refused by name when set, so nothing is
+# ignored silently.  (Variable -> why.)
+REFUSED: dict[str, str] = {
+    **{
+        f"OTEL_EXPORTER_OTLP{s}_INSECURE": "otel-dist needs an http:// or https:// endpoint and the scheme decides TLS"
+        for s in ("", "_TRACES", "_METRICS", "_LOGS")
+    },
+    "OTEL_ENTITIES": "resource entities are not supported; use OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER_CONFIG": "file-based sampler configuration is not supported; use OTEL_TRACES_SAMPLER",
+    "OTEL_EXPERIMENTAL_CONFIG_FILE": "declarative configuration files are not supported; use the variables",
+    "OTEL_CONFIG_FILE": "declarative configuration files are not supported; use the variables",
+    "OTEL_EXPORTER_ZIPKIN_ENDPOINT": "no Zipkin exporter in the app; the collector exports to Zipkin",
+    "OTEL_EXPORTER_ZIPKIN_TIMEOUT": "no Zipkin exporter in the app; the collector exports to Zipkin",
+    "OTEL_EXPORTER_PROMETHEUS_HOST": "metrics are served on the app's own port at OTEL_DIST_METRICS_PATH",
+    "OTEL_EXPORTER_PROMETHEUS_PORT": "metrics are served on the app's own port at OTEL_DIST_METRICS_PATH",
+    "OTEL_EXPORTER_JAEGER_ENDPOINT": "the Jaeger exporter is deprecated upstream; use OTLP",
+    "OTEL_PYTHON_ID_GENERATOR": "only the SDK's random id generator is used",
+    "OTEL_PYTHON_TRACER_PROVIDER": "otel-dist builds the SDK providers itself",
+    "OTEL_PYTHON_METER_PROVIDER": "otel-dist builds the SDK providers itself",
+    "OTEL_PYTHON_LOGGER_PROVIDER": "otel-dist builds the SDK providers itself",
+    "OTEL_PYTHON_FASTAPI_EXCLUDE_SPANS": "otel-dist's server layer makes no receive/send spans",
+    **{
+        f"OTEL_PYTHON_{kind}_CONFIGURATOR": "per-scope enable/disable of the SDK is not supported"
+        for kind in ("TRACER", "METER", "LOGGER")
+    },
+}
 
 
 def settings_table() -> list[dict[str, Any]]:
@@ -708,6 +1179,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     unknown = set(overrides) - set(fields)
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(fields)}")
+    for variable, why in REFUSED.items():
+        if env.get(variable, "").strip():
+            raise ConfigError(f"{variable}: not supported by otel-dist ({why}); accepted: unset")
     values: dict[str, Any] = {}
     for name, f in fields.items():
         meta = f.metadata
@@ -730,9 +1204,27 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         except (ValueError, TypeError):
             shown = "<redacted>" if meta["secret"] else repr(raw)
             raise ConfigError(f"{source}: invalid value {shown}; accepted: {meta['accepts']}") from None
+    _resource_fallbacks(values)
     settings = Settings(**values)
     _check(settings)
     return settings
+
+
+# Resource precedence: keyword argument > the specific variable > OTEL_RESOURCE_ATTRIBUTES > default.
+_FROM_RESOURCE = {
+    "service_name": ("service.name",),
+    "service_version": ("service.version",),
+    "environment": ("deployment.environment.name", "deployment.environment"),
+}
+
+
+def _resource_fallbacks(values: dict[str, Any]) -> None:
+    attributes = dict(values.get("resource_attributes", ()))
+    for name, keys in _FROM_RESOURCE.items():
+        if name not in values:
+            found = next((attributes[k] for k in keys if attributes.get(k, "").strip()), None)
+            if found is not None:
+                values[name] = found.strip()
 
 
 def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
@@ -747,6 +1239,8 @@ def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
         if not isinstance(value, bool):
             raise TypeError(value)
         return value
+    if kind == "int | None":
+        kind = "int"
     if kind in ("int", "float"):
         if isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float)):
             raise TypeError(value)
@@ -778,6 +1272,27 @@ def _check(s: Settings) -> None:
             raise ConfigError("USER_JWT_SECRET: too short; accepted: a secret of at least 32 bytes (256 bits)")
         if s.user_jwt_secret == s.jwt_secret:
             raise ConfigError("USER_JWT_SECRET: must differ from SERVICE_JWT_SECRET; accepted: a separate secret")
+    for prefix, batch, queue in (
+        ("BSP", s.bsp_max_export_batch_size, s.bsp_max_queue_size),
+        ("BLRP", s.blrp_max_export_batch_size, s.blrp_max_queue_size),
+    ):
+        if batch > queue and batch != 512:  # the default 512 is capped at a smaller queue instead
+            raise ConfigError(
+                f"OTEL_{prefix}_MAX_EXPORT_BATCH_SIZE: {batch} is larger than OTEL_{prefix}_MAX_QUEUE_SIZE={queue}; "
+                "accepted: at most the queue size"
+            )
+    exporting = {"traces": s.trace_exporters, "metrics": s.metric_exporters, "logs": s.log_exporters}
+    for signal in ("traces", "metrics", "logs"):
+        target = s.otlp(signal)
+        if target.protocol == "grpc" and "otlp" in exporting[signal]:
+            from ._grpc import require
+
+            require(signal)
+        if (target.client_key is None) != (target.client_certificate is None):
+            raise ConfigError(
+                f"OTEL_EXPORTER_OTLP_{signal.upper()}_CLIENT_KEY / _CLIENT_CERTIFICATE (or the generic ones)"
+                ": mutual TLS needs both; accepted: both set or both unset"
+            )
     if s.production:
         if s.fault_error_rate or s.fault_latency_ms:
             raise ConfigError(

@@ -65,8 +65,14 @@ class TelemetryCapture:
 
     # --- spans ---
     def spans(self) -> list[ReadableSpan]:
-        self.telemetry.tracer_provider.force_flush()
+        self._flush_spans()
         return list(self._spans.get_finished_spans())
+
+    def _flush_spans(self) -> None:
+        # Spans only: flushing the meter provider would collect the in-memory reader (and its exemplars).
+        flush = getattr(self.telemetry.tracer_provider, "force_flush", None)  # None: OTEL_SDK_DISABLED
+        if flush is not None:
+            flush()
 
     def span(self, name: str) -> ReadableSpan:
         matches = [s for s in self.spans() if s.name == name]
@@ -108,7 +114,7 @@ class TelemetryCapture:
     def record(self) -> None:
         """Hand everything captured so far to the secrets check (see ``leaked_secrets``)."""
         try:
-            self.telemetry.tracer_provider.force_flush()
+            self._flush_spans()
             parts = [self._stream.getvalue()]
             parts += [span.to_json(indent=None) for span in self._spans.get_finished_spans()]
             parts += [log.to_json(indent=None) for log in self._otel_logs.get_finished_logs()]

@@ -1,16 +1,19 @@
 """MkDocs hooks: the parts of the site generated from the code, so they cannot drift from it.
 
 ``<!-- otel-dist: settings-table -->`` in a page becomes the table of every setting in
-``otel_dist/_settings.py`` (one row per field of ``Settings``).
+``otel_dist/_settings.py`` (one row per field of ``Settings``); ``<!-- otel-dist: conformance-table -->``
+the table of every standard ``OTEL_*`` variable, honoured or refused (``otel_dist/_conformance.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from otel_dist._conformance import conformance_markdown
 from otel_dist._settings import SERVICE_URL_DOC, SERVICE_URL_RULE, settings_table
 
 SETTINGS_MARKER = "<!-- otel-dist: settings-table -->"
+CONFORMANCE_MARKER = "<!-- otel-dist: conformance-table -->"
 
 
 def _shown(value: Any) -> str:
@@ -44,4 +47,6 @@ def settings_markdown() -> str:
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     if SETTINGS_MARKER in markdown:
         markdown = markdown.replace(SETTINGS_MARKER, settings_markdown())
+    if CONFORMANCE_MARKER in markdown:
+        markdown = markdown.replace(CONFORMANCE_MARKER, conformance_markdown())
     return markdown

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
 
+from .._settings import ConfigError
 from ._config import JWKS_PATH, AuthConfig, auth_config
 from ._jwks import TrustStore
 from ._keys import jwks_document
@@ -59,6 +60,13 @@ def auth_layers(app: Any, telemetry: Telemetry) -> list[Callable[[ASGIApp], ASGI
     if not config.enabled:
         _warn_disabled(config, settings.environment)
         return []
+    if config.service_name == "unknown_service":
+        # Tokens are addressed to this service by name: without one, every valid token would be
+        # refused as wrong_audience at run time.
+        raise ConfigError(
+            "OTEL_SERVICE_NAME: required when service auth is on (tokens are addressed to the service by name); "
+            "accepted: the service's name (or service.name in OTEL_RESOURCE_ATTRIBUTES)"
+        )
     verifier = build_verifier(config, settings)
     app.state.otel_dist_auth_verifier = verifier
     meter = telemetry.meter("otel_dist.auth")

@@ -263,6 +263,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             "OTEL_DIST_ACCESS_LOG_EXPORT": "always",
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
             "SERVICE_CLIENT_MAX_RETRIES": "1",
             "SERVICE_CLIENT_MAX_BACKOFF": "0.05",
             "CIRCUIT_BREAKER_TIMEOUT": str(BREAKER_TIMEOUT),

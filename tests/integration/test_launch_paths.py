@@ -79,8 +79,16 @@ def test_wrapper_instruments_an_app_that_never_imports_otel_dist(tmp_path):
         argv, port=port, env=env, log_path=str(tmp_path / "bare.log"), cwd=str(ROOT), ready_path="/items/0"
     ) as proc:
         httpx.get(proc.url + "/items/42")
-        lines = proc.json_lines()
-    access = [e for e in lines if e.get("logger") == "otel_dist.access" and e.get("url.path") == "/items/42"]
+        # The access line is written after the response is sent: wait for it (generous, for a loaded machine).
+        import time
+
+        deadline = time.monotonic() + 20
+        while True:
+            lines = proc.json_lines()
+            access = [e for e in lines if e.get("logger") == "otel_dist.access" and e.get("url.path") == "/items/42"]
+            if access or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     assert len(access) == 1 and access[0]["http.route"] == "/items/{item_id}"
     app_lines = [e for e in lines if e.get("message") == "looked up item"]
     assert len(app_lines) == 2  # the readiness probe's request and ours

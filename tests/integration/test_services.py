@@ -55,6 +55,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             "OTEL_METRICS_EXPORTER": "prometheus",
             "OTEL_LOGS_EXPORTER": "none",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100",
             "SERVICE_CLIENT_MAX_RETRIES": "1",
             "SERVICE_CLIENT_MAX_BACKOFF": "0.05",
             "CIRCUIT_BREAKER_TIMEOUT": str(BREAKER_TIMEOUT),

@@ -35,7 +35,7 @@ def sdk_accounting(metrics: str, signal: str, created: int) -> dict[str, float]:
 
 def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_counted(tmp_path):
     sink = Sink(tmp_path).start()
-    bounded = {"OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE)}
+    bounded = {"OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE), "OTEL_BLRP_MAX_QUEUE_SIZE": str(QUEUE)}
     up = start_service(tmp_path, "backend-up-svc", OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, **bounded)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     down = start_service(tmp_path, "backend-down-svc", OTEL_EXPORTER_OTLP_ENDPOINT=closed, **bounded)

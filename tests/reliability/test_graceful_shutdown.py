@@ -33,6 +33,8 @@ def test_sigterm_under_load_drains_refuses_and_exports_every_queued_span_and_log
         OTEL_EXPORTER_OTLP_ENDPOINT=sink.url,
         OTEL_BSP_SCHEDULE_DELAY="30000",
         OTEL_BSP_MAX_QUEUE_SIZE="100000",
+        OTEL_BLRP_SCHEDULE_DELAY="30000",
+        OTEL_BLRP_MAX_QUEUE_SIZE="100000",
         OTEL_METRICS_EXPORTER="prometheus",
     )
     try:

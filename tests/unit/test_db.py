@@ -131,3 +131,16 @@ async def test_password_is_hidden_in_the_logged_url(telemetry):
     pg.url = make_url("postgresql+asyncpg://u:s3cret@db:5432/orders")
     assert "s3cret" not in pg.safe_url
     assert "s3cret" not in telemetry.raw_log_text()
+
+
+async def test_disabled_sqlalchemy_instrumentation_makes_no_database_spans_or_metrics(tmp_path):
+    from otel_dist.testing import capture_telemetry
+
+    with capture_telemetry(env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy"}) as cap:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'off.db'}", telemetry=cap.telemetry)
+        await database.create_tables(metadata)
+        async with database.sessions() as session:
+            await session.execute(insert(notes).values(text="hi"))
+        await database.close()
+        assert [s for s in cap.spans() if s.kind == SpanKind.CLIENT] == []
+        assert cap.metric_points("db.client.operation.duration") == []

@@ -40,7 +40,7 @@ def test_string_overrides_are_parsed_like_the_environment():
         ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER", "otlp, console or none"),
         ({"OTEL_METRICS_EXPORTER": "prometheus,none"}, "OTEL_METRICS_EXPORTER", "prometheus"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
-        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf, grpc"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "DEBUG, INFO"),
         ({"SERVICE_CLIENT_MAX_RETRIES": "three"}, "SERVICE_CLIENT_MAX_RETRIES", "an integer"),
         ({"SERVICE_CLIENT_MAX_RETRIES": "-1"}, "SERVICE_CLIENT_MAX_RETRIES", "0 to 20"),
@@ -57,12 +57,11 @@ def test_bad_values_name_the_variable_and_the_accepted_values(env, variable, acc
     assert accepted in str(error.value)
 
 
-def test_otlp_exporter_without_endpoint_is_refused():
+def test_otlp_exporter_without_endpoint_exports_to_the_spec_default():
     from otel_dist.testing import capture_telemetry
 
-    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT"):
-        with capture_telemetry(traces_exporter=("otlp",)):
-            pass
+    with capture_telemetry(traces_exporter=("otlp",)) as cap:
+        assert cap.telemetry.settings.otlp("traces").endpoint == "http://localhost:4318/v1/traces"
 
 
 def test_unknown_override_is_refused():

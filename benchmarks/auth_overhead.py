@@ -14,7 +14,12 @@ Rows:
   recording server span, with a real SDK meter: header scan, exempt check,
   verification, span attributes, outcome tally, scope/state;
 - ``jwt.decode`` rows: one bare ``jwt.decode`` with the same required claims
-  and strict audience, for scale: the floor under the cold rows.
+  and strict audience, for scale: the floor under the cold rows;
+- ``replay cache`` rows (``SERVICE_JWT_REPLAY_CACHE_SIZE``, off by default): with it on,
+  every request carries a new token (``SERVICE_JWT_TOKEN_PER_REQUEST``), so each one is a
+  cold verification plus the jti check, against the cached verification of a reused token;
+  cache off and on are measured alternately in the same run; plus the caller's cost of
+  minting a token per request.
 
 Each row is the median of ``--repeat`` runs; the machine is shared, so read
 the numbers as orders of magnitude, and compare rows of one run.
@@ -111,6 +116,26 @@ def bench_verify(alg: str, n: int, repeat: int) -> dict[str, float]:
     }
 
 
+def bench_replay(n: int, repeat: int) -> dict[str, float]:
+    """HS256: cold verification with the replay cache off vs on (alternated), and minting per request."""
+    plain, minter = _setup("HS256")
+    guarded = TokenVerifier(
+        AUDIENCE, algorithms=["HS256"], secrets=[hmac_key(SECRET).verification_key()], replay_cache_size=100_000
+    )
+    off, on, mint = [], [], []
+    for _ in range(repeat):
+        for verifier, out in ((plain, off), (guarded, on)):
+            verifier.cache.clear()
+            values = iter([f"Bearer {minter.mint(AUDIENCE)}".encode() for _ in range(n)])
+            out.append(_time(lambda v=verifier, it=values: v.verify(next(it)), n))
+        mint.append(_time(lambda: minter.mint(AUDIENCE), n))
+    return {
+        "verify HS256 new token per request, replay cache off": _median(off),
+        "verify HS256 new token per request, replay cache on (100k)": _median(on),
+        "mint HS256 token per request (caller side)": _median(mint),
+    }
+
+
 def bench_middleware(n: int, repeat: int) -> dict[str, float]:
     """The ASGI layer around a no-op app, in a recording span, with a real SDK meter."""
     verifier, minter = _setup("HS256")
@@ -185,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, float] = {}
     for alg in ("HS256", "EdDSA", "ES256"):
         rows.update(bench_verify(alg, args.n, args.repeat))
+    rows.update(bench_replay(args.n, args.repeat))
     rows.update(bench_middleware(args.n, args.repeat))
     width = max(len(name) for name in rows)
     print(f"{'scenario':<{width}}  {'µs/op':>8}")

@@ -32,7 +32,9 @@ def _telemetry() -> Any:
     from otel_dist import _bootstrap
     from otel_dist._settings import load_settings
 
-    settings = load_settings({}, service_name="bench", metrics_exporter="prometheus", access_log=False)
+    settings = load_settings(
+        {"ENVIRONMENT": "test"}, service_name="bench", metrics_exporter="prometheus", access_log=False
+    )
     devnull = open(os.devnull, "w", encoding="utf-8")  # lives as long as the process
     return _bootstrap._build_telemetry(settings, _bootstrap.Extras(log_stream=devnull))
 

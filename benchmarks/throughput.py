@@ -108,6 +108,8 @@ class Scenario:
             )
         elif self.auth:
             env.update(auth_support.server_env())
+        else:  # otel-dist fails closed: no key means an explicit opt-out (outside production)
+            env.update(ENVIRONMENT="test", SERVICE_AUTH_ENABLED="false")
         return env
 
 

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from ._bootstrap import Telemetry, bootstrap, current
     from ._db import Database, DbSession, db_session
     from ._deadline import DEADLINE_HEADER, remaining_time
+    from ._errors import EncodableStr, ErrorBody
     from ._health import Readiness, ReadinessCheck
     from ._logs import StructuredLogger, get_logger
     from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
     from ._settings import ConfigError, Settings, load_settings
     from ._template import create_app, downstream
+    from ._throttle import Throttle, throttle
     from ._web import instrument_app
 
 _MODULE_OF = {
@@ -39,6 +41,8 @@ _MODULE_OF = {
     "db_session": "._db",
     "DEADLINE_HEADER": "._deadline",
     "remaining_time": "._deadline",
+    "EncodableStr": "._errors",
+    "ErrorBody": "._errors",
     "Readiness": "._health",
     "ReadinessCheck": "._health",
     "StructuredLogger": "._logs",
@@ -52,6 +56,8 @@ _MODULE_OF = {
     "load_settings": "._settings",
     "create_app": "._template",
     "downstream": "._template",
+    "Throttle": "._throttle",
+    "throttle": "._throttle",
     "instrument_app": "._web",
 }
 
@@ -62,6 +68,8 @@ __all__ = [
     "ConfigError",
     "Database",
     "DbSession",
+    "EncodableStr",
+    "ErrorBody",
     "Readiness",
     "ReadinessCheck",
     "ServiceCallError",
@@ -71,6 +79,7 @@ __all__ = [
     "Settings",
     "StructuredLogger",
     "Telemetry",
+    "Throttle",
     "TokenMinter",
     "bootstrap",
     "breaker_states",
@@ -84,6 +93,7 @@ __all__ = [
     "load_settings",
     "remaining_time",
     "service_auth",
+    "throttle",
 ]
 
 

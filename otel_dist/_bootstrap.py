@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 
 from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
-from ._logs import JsonLogHandler, LogSink
+from ._logs import JsonLogHandler, LogSink, route_uvicorn_loggers
 from ._settings import Settings, load_settings
 
 __all__ = ["Telemetry", "bootstrap", "current"]
@@ -231,13 +231,8 @@ def _route_stdlib_logging(tel: Telemetry) -> None:
     root.addHandler(handler)
     root.setLevel(tel.settings.log_level)
     tel._handlers.append((root, handler))
-    for name in ("uvicorn", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        logger.handlers = []
-        logger.propagate = True
-    # Our access line carries trace ids; uvicorn's plain one would be a duplicate,
-    # and httpx's per-request INFO line repeats what the client span records.
-    logging.getLogger("uvicorn.access").disabled = True
+    route_uvicorn_loggers()
+    # httpx's per-request INFO line repeats what the client span records.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -16,11 +16,13 @@ module-level global, so two apps (or two tests) in one process never share a poo
   ``db.operation.name``, ``error.type``) and ``db.client.connection.count``
   (``db.client.connection.state`` idle/used, ``db.client.connection.pool.name``).
 - Readiness: :meth:`Database.ping` runs ``SELECT 1`` on a fresh connection (not a
-  pooled one, which can outlive a deleted or moved SQLite file), untraced.
+  pooled one, which can outlive a deleted or moved SQLite file), untraced, one at a
+  time: however many probes arrive, they hold at most one connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -73,6 +75,7 @@ class Database:
             _measure_engine(self.engine.sync_engine, telemetry.meter("otel_dist.db"), self.system, self.pool_name)
         with suppress_instrumentation():  # readiness probes are not traced
             self._probe = sa_asyncio.create_async_engine(self.url, poolclass=NullPool)
+        self._ping_slot = asyncio.Lock()  # probes must not be able to exhaust the database's connections
         _log.info("database opened", **{"db.system.name": self.system, "url": self.safe_url})
 
     @property
@@ -87,9 +90,10 @@ class Database:
 
     async def ping(self) -> None:
         """``SELECT 1`` on a new connection; raises if the database cannot be reached."""
-        with suppress_instrumentation():
-            async with self._probe.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+        async with self._ping_slot:
+            with suppress_instrumentation():
+                async with self._probe.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -17,7 +17,6 @@ headers arrive, like the contrib instrumentation.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +27,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ._redact import redact_url
 
 __all__ = [
     "RESEND_EXTENSION",
@@ -45,21 +46,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _SUPPRESS_KEYS = (otel_context._SUPPRESS_INSTRUMENTATION_KEY, otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY)
 _MAX_ATTR_SETS = 2048
-
-# Query parameters whose values are credentials.  The contrib helper redacts userinfo and only
-# AWSAccessKeyId, Signature, sig and X-Goog-Signature.
-_SECRET_QUERY = re.compile(
-    r"([?&;](?:[\w.-]*(?:token|secret|password|passwd|api[_-]?key|apikey|signature|credential|session)[\w.-]*"
-    r"|key|code|auth|sig)=)[^&;#]*",
-    re.IGNORECASE,
-)
-
-
-def redact_url(url: str) -> str:
-    """`url` with credentials and the values of credential-like query parameters replaced by REDACTED."""
-    from opentelemetry.util.http import redact_url as contrib_redact_url
-
-    return _SECRET_QUERY.sub(r"\1REDACTED", contrib_redact_url(url))
 
 
 def _url_full(url: httpx.URL) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _capture, _httpx
 from ._httpx import redact_url
+from ._logs import route_uvicorn_loggers
 from ._server import ASGIApp, ServerTelemetry
 from ._startup import wrap_lifespan
 
@@ -104,6 +105,7 @@ def instrument_fastapi(telemetry: Telemetry) -> None:
         self.router.lifespan_context = wrap_lifespan(self.router.lifespan_context)
         stack: ASGIApp = original(self)
         tel = _active["telemetry"]
+        route_uvicorn_loggers()  # after uvicorn's own logging config, whichever launch path
         for factory in reversed(app_middleware(self)):
             stack = factory(stack)
         s = tel.settings

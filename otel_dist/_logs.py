@@ -22,7 +22,7 @@ from opentelemetry._logs import SeverityNumber
 
 from ._propagation import correlation_id
 
-__all__ = ["StructuredLogger", "get_logger"]
+__all__ = ["SUPPRESSED", "LogBudget", "RateLimitedLog", "StructuredLogger", "get_logger"]
 
 _SEVERITY = {
     logging.DEBUG: SeverityNumber.DEBUG,
@@ -72,12 +72,14 @@ class LogSink:
         self,
         *,
         service_name: str,
-        environment: str,
+        environment: str | None,
         stream: IO[str] | None = None,
         otel_logger: OtelLogger | None = None,
         json_lines: bool = True,
     ) -> None:
-        self._static = {"service.name": service_name, "deployment.environment.name": environment}
+        self._static = {"service.name": service_name}
+        if environment is not None:
+            self._static["deployment.environment.name"] = environment
         self._stream = stream
         self.otel_logger = otel_logger
         self.json_lines = json_lines
@@ -185,7 +187,7 @@ class JsonLogHandler(logging.Handler):
             exc_text = None
             exception = None
             if record.exc_info:
-                exc_text = logging.Formatter().formatException(record.exc_info)
+                exc_text = logging.Formatter().formatException(record.exc_info)[-_MAX_EXC_TEXT:]
                 exception = record.exc_info[1]
             self.sink.emit(
                 record.levelno,
@@ -198,6 +200,25 @@ class JsonLogHandler(logging.Handler):
             )
         except Exception:  # noqa: BLE001
             self.handleError(record)
+
+
+def route_uvicorn_loggers() -> None:
+    """uvicorn's error log through the root logger (JSON); its plain access log off.
+
+    Run at bootstrap and again when an app's middleware stack is built: under
+    ``opentelemetry-instrument`` bootstrap runs before uvicorn's ``dictConfig``, which
+    re-adds uvicorn's plain handlers and re-enables ``uvicorn.access`` (whose line
+    carries the raw query string, ``?access_token=...`` included).
+    """
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+    # Our access line carries trace ids and no query string; uvicorn's would duplicate it.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+_MAX_EXC_TEXT = 8192  # a traceback keeps its last 8 KiB: the exception and the frames nearest to it
 
 
 class StructuredLogger:
@@ -241,3 +262,48 @@ class StructuredLogger:
 def get_logger(name: str) -> StructuredLogger:
     """A logger whose methods take structured keyword fields."""
     return StructuredLogger(logging.getLogger(name))
+
+
+class LogBudget:
+    """At most `burst` lines at once and `per_second` on average; counts what it suppressed.
+
+    For lines an outsider can trigger at will (rejected tokens, throttled logins): a flood
+    of bad requests must not become a flood of log lines.  :meth:`allow` returns None to
+    suppress a line, else the number suppressed since the last one (0 usually), which the
+    caller puts on the line as ``otel_dist.log.suppressed``.
+    """
+
+    __slots__ = ("_burst", "_clock", "_per_second", "_suppressed", "_tokens", "_updated")
+
+    def __init__(self, per_second: float = 2.0, burst: int = 10, clock: Any = time.monotonic) -> None:
+        self._per_second, self._burst, self._clock = per_second, float(burst), clock
+        self._tokens, self._updated, self._suppressed = float(burst), clock(), 0
+
+    def allow(self) -> int | None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._per_second)
+        self._updated = now
+        if self._tokens < 1.0:
+            self._suppressed += 1
+            return None
+        self._tokens -= 1.0
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
+SUPPRESSED = "otel_dist.log.suppressed"
+
+
+class RateLimitedLog:
+    """A :class:`StructuredLogger` behind a :class:`LogBudget` (warning lines only)."""
+
+    def __init__(self, logger: StructuredLogger, per_second: float = 2.0, burst: int = 10) -> None:
+        self._logger, self._budget = logger, LogBudget(per_second, burst)
+
+    def warning(self, message: str, /, **fields: Any) -> None:
+        suppressed = self._budget.allow()
+        if suppressed is None:
+            return
+        if suppressed:
+            fields[SUPPRESSED] = suppressed
+        self._logger.warning(message, **fields)

@@ -213,7 +213,7 @@ class _Renderer:
             factory = HistogramMetricFamily
         else:
             raise _Fallback  # exponential histograms: upstream warns and skips
-        name = sanitize_full_name(metric.name)
+        name = _PROMETHEUS_NAMES.get(metric.name) or sanitize_full_name(metric.name)
         description = metric.description or ""
         unit = map_unit(metric.unit or "")
         points = metric_data.data_points
@@ -284,6 +284,12 @@ class _Renderer:
         after = "".join("," + p for p in pairs[split:])
         self._texts[cache_key] = (attributes, text, before, after)
         return text, before, after
+
+
+# The exposition format reserves `_count` for histograms and summaries (promtool's lint refuses a
+# gauge named so); the semantic-convention name stays as it is in OTLP.  The seed called it
+# `database_connections`.
+_PROMETHEUS_NAMES = {"db.client.connection.count": "db_client_connections"}
 
 
 def _default_collector(collector: Any) -> bool:

@@ -78,7 +78,6 @@ def build_resource(settings: Settings) -> Resource:
         {
             "service.name": settings.service_name,
             "service.version": settings.service_version,
-            "deployment.environment.name": settings.environment,
             "telemetry.sdk.language": "python",
             "telemetry.sdk.name": "opentelemetry",
             "telemetry.sdk.version": sdk_version,
@@ -86,4 +85,6 @@ def build_resource(settings: Settings) -> Resource:
             "telemetry.distro.version": distro_version(),
         }
     )
+    if settings.environment is not None:  # unset: no attribute (and the production rules apply)
+        attributes["deployment.environment.name"] = settings.environment
     return Resource(attributes)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import _capture
 from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
@@ -42,6 +42,8 @@ ACCESS_LOGGER = "otel_dist.access"
 # Bounds on values taken from the request (the whole head may arrive in one 64 KB read).
 _MAX_PATH = 2048
 _MAX_HOST = 255
+_MAX_ADDRESS = 64
+_INBOUND_LINK = {"otel_dist.link.type": "inbound_untrusted"}
 _MAX_LIST_HEADER = 8192
 _DEADLINE_BODY = b'{"error":"deadline_exceeded","detail":"the deadline of this request passed before it was answered"}'
 _DEADLINE_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_DEADLINE_BODY)).encode())]
@@ -143,6 +145,8 @@ class ServerTelemetry:
         public: bool = False,
     ) -> None:
         self.app = app
+        # A public edge does not let the internet choose its trace, sampling or baggage.
+        self._inbound = settings.public_inbound_context if public else "trust"
         # A public edge starts every request's deadline itself; an internal service takes the
         # caller's when it is shorter (never longer: a caller cannot extend this service's work).
         self._public = public
@@ -218,6 +222,12 @@ class ServerTelemetry:
             parent = extract_from_all_headers(scope["headers"])
         else:
             parent = extract_from_headers(traceparent, tracestate, baggage)
+        links = None
+        if parent is not None and self._inbound != "trust":
+            caller_context = trace.get_current_span(parent).get_span_context()
+            if caller_context.is_valid and self._inbound == "link":
+                links = [Link(caller_context, _INBOUND_LINK)]
+            parent = None  # a new root: our sampler decides, and the caller's baggage stays outside
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.path": scope["path"][:_MAX_PATH],
@@ -237,7 +247,8 @@ class ServerTelemetry:
             attributes["server.port"] = server[1]
         client = scope.get("client")
         if client:
-            attributes["client.address"] = client[0]
+            # Behind a trusted proxy uvicorn takes it from X-Forwarded-For: any text, any length.
+            attributes["client.address"] = str(client[0])[:_MAX_ADDRESS]
         if user_agent:
             attributes["user_agent.original"] = user_agent[:256]
         if self._capture_request is not None:
@@ -256,7 +267,7 @@ class ServerTelemetry:
         cancel_reason = "expired_on_arrival" if budget <= 0 else None
 
         start = time.perf_counter()
-        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         corr_token = correlation_id.set(corr)
         span_ctx = span.get_span_context()

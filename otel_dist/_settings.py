@@ -90,6 +90,10 @@ def _text_list(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _lower_list(value: str) -> tuple[str, ...]:
+    return tuple(v.lower() for v in _text_list(value))
+
+
 def _number(kind: type, low: float | None = None, high: float | None = None) -> Parser:
     def parse(value: str) -> Any:
         number = kind(value.strip())
@@ -116,6 +120,18 @@ def _url(value: str) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(value)
     return value.rstrip("/")
+
+
+def _rate(value: str) -> str:
+    """``attempts/seconds`` (``10/60``) or ``0``; kept as text, checked here."""
+    value = value.strip()
+    if value in ("0", "off"):
+        return "0"
+    count, sep, window = value.partition("/")
+    attempts, seconds = int(count), float(window) if sep else 60.0
+    if not (1 <= attempts <= 1_000_000) or not (0 < seconds <= 86400):
+        raise ValueError(value)
+    return f"{attempts}/{seconds:g}"
 
 
 def _url_as_given(value: str) -> str | None:
@@ -286,12 +302,27 @@ class Settings:
         accepts="a non-empty version string",
         doc="service.version",
     )
-    environment: str = _setting(
+    environment: str | None = _setting(
         "ENVIRONMENT",
-        default="development",
+        default=None,
         parse=_text,
         accepts="a non-empty name, e.g. development, production",
-        doc="deployment.environment.name; `production` turns on the strict checks",
+        doc="deployment.environment.name; every name outside NON_PRODUCTION_ENVIRONMENTS (and unset) gets the "
+        "production rules",
+    )
+    non_production_environments: tuple[str, ...] = _setting(
+        "NON_PRODUCTION_ENVIRONMENTS",
+        default=("development", "dev", "local", "test", "demo"),
+        parse=_lower_list,
+        accepts="a comma list of environment names",
+        doc="the only ENVIRONMENT values (case-insensitive) that relax the production rules; fail closed",
+    )
+    deployment_mode: str = _setting(
+        "DEPLOYMENT_MODE",
+        default="microservices",
+        parse=_choice("microservices", "monolith"),
+        accepts="microservices, monolith",
+        doc="the seed's switch: `monolith` = no service-to-service calls, so no service-token check (any environment)",
     )
     resource_attributes: tuple[tuple[str, str], ...] = _setting(
         "OTEL_RESOURCE_ATTRIBUTES",
@@ -629,6 +660,15 @@ class Settings:
         accepts="otel-dist, contrib, native",
         doc="who owns the server span: otel-dist's lean layer, the contrib FastAPI instrumentor, or FastAPI itself",
     )
+    public_inbound_context: str = _setting(
+        "OTEL_DIST_PUBLIC_INBOUND_CONTEXT",
+        default="link",
+        parse=_choice("link", "drop", "trust"),
+        accepts="link, drop, trust",
+        doc="apps created with public=True: `link` starts a new trace (sampled by our sampler) with the caller's "
+        "context as a span link and drops inbound baggage; `drop` ignores both; `trust` continues the caller's "
+        "trace and baggage like an internal service",
+    )
     client_instrumentation: str = _setting(
         "OTEL_DIST_CLIENT_INSTRUMENTATION",
         default="otel-dist",
@@ -847,7 +887,14 @@ class Settings:
         default=True,
         parse=_bool,
         accepts="true or false",
-        doc="verify service tokens on protected routes",
+        doc="verify service tokens on protected routes; `false` is refused in production",
+    )
+    api_docs_public: bool | None = _setting(
+        "API_DOCS_PUBLIC",
+        default=None,
+        parse=_bool,
+        accepts="true or false",
+        doc="/docs, /redoc, /openapi.json without a token; unset = yes outside production, off in production",
     )
     auth_exempt_paths: tuple[str, ...] = _setting(
         "SERVICE_AUTH_EXEMPT_PATHS",
@@ -916,6 +963,29 @@ class Settings:
         accepts="an integer, 0 to 1000000",
         doc="verified tokens kept until their expiry (LRU); 0 = verify every request",
     )
+    auth_rejection_log_rate: str = _setting(
+        "SERVICE_AUTH_REJECTION_LOG_RATE",
+        default="300/60",
+        parse=_rate,
+        accepts="lines/seconds, e.g. 300/60, or 0 for no limit",
+        doc="log lines for rejected service tokens: at most this many at once and this rate on average; the next "
+        "line counts the suppressed ones (otel_dist.log.suppressed)",
+    )
+    jwt_replay_cache_size: int = _setting(
+        "SERVICE_JWT_REPLAY_CACHE_SIZE",
+        default=0,
+        parse=_number(int, 0, 1_000_000),
+        accepts="an integer, 0 to 1000000",
+        doc="jti of accepted tokens remembered until their exp, refusing a second use (401 replayed); 0 = off. "
+        "Callers must then send SERVICE_JWT_TOKEN_PER_REQUEST=true",
+    )
+    jwt_token_per_request: bool = _setting(
+        "SERVICE_JWT_TOKEN_PER_REQUEST",
+        default=False,
+        parse=_bool,
+        accepts="true or false",
+        doc="mint a new service token for every request (for callees with a replay cache) instead of reusing one",
+    )
     # --- services, health, faults ---
     database_url: str | None = _setting(
         "DATABASE_URL",
@@ -931,6 +1001,13 @@ class Settings:
         parse=_number(float, 0.01, 60.0),
         accepts="seconds, 0.01 to 60",
         doc="timeout of each readiness check",
+    )
+    readiness_cache_ttl: float = _setting(
+        "READINESS_CACHE_TTL",
+        default=1.0,
+        parse=_number(float, 0.0, 60.0),
+        accepts="seconds, 0 to 60",
+        doc="a /ready result is reused this long (concurrent probes always share one run of the checks)",
     )
     fault_error_rate: float = _setting(
         "FAULT_INJECTION_ERROR_RATE",
@@ -983,6 +1060,20 @@ class Settings:
         accepts="a secret of >= 32 bytes, different from SERVICE_JWT_SECRET",
         secret=True,
         doc="HMAC key of user access tokens (auth service); unset outside production = random per process",
+    )
+    login_rate_per_username: str = _setting(
+        "LOGIN_RATE_LIMIT_PER_USERNAME",
+        default="10/60",
+        parse=_rate,
+        accepts="attempts/seconds, e.g. 10/60, or 0 for no limit",
+        doc="throttle of login and register per submitted username (Throttle; 429 + Retry-After)",
+    )
+    login_rate_per_client: str = _setting(
+        "LOGIN_RATE_LIMIT_PER_CLIENT",
+        default="100/60",
+        parse=_rate,
+        accepts="attempts/seconds, e.g. 100/60, or 0 for no limit",
+        doc="throttle of login and register per client address",
     )
     user_jwt_lifetime: int = _setting(
         "USER_JWT_LIFETIME",
@@ -1063,16 +1154,43 @@ class Settings:
 
     @property
     def production(self) -> bool:
-        return self.environment.lower() in ("production", "prod")
+        """Fail closed: only an explicitly listed non-production name relaxes the rules (unset is production)."""
+        return self.environment is None or self.environment.lower() not in self.non_production_environments
+
+    @property
+    def environment_clause(self) -> str:
+        """How error messages name the environment: ``when ENVIRONMENT=prod-eu`` (or ``... is unset``)."""
+        return f"when ENVIRONMENT={self.environment}" if self.environment else "when ENVIRONMENT is unset"
+
+    @property
+    def docs_public(self) -> bool:
+        return self.api_docs_public if self.api_docs_public is not None else not self.production
+
+    @property
+    def service_auth_off(self) -> str | None:
+        """Why service auth is off (an explicit opt-out), or None: it is on."""
+        if self.deployment_mode == "monolith":
+            return "DEPLOYMENT_MODE=monolith"
+        if not self.auth_enabled:
+            return "SERVICE_AUTH_ENABLED=false"
+        return None
 
     def redacted(self) -> dict[str, Any]:
-        """The configuration as a dict, secrets replaced by a marker (for the startup dump)."""
+        """The configuration as a dict, secrets and URL credentials replaced by a marker (for the startup dump)."""
+        from ._redact import redact_text
+
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata["secret"] and value:
                 value = "<redacted>"
+            elif isinstance(value, str) and "://" in value:
+                value = redact_text(value)
+            elif isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):
+                value = tuple((k, redact_text(v)) if isinstance(v, str) else (k, v) for k, v in value)
             out[f.name] = value
+        out["auth_enabled"] = self.service_auth_off is None  # the effective state, not the raw switch
+        out["production"] = self.production
         return out
 
 
@@ -1202,7 +1320,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         try:
             values[name] = meta["parse"](raw)
         except (ValueError, TypeError):
-            shown = "<redacted>" if meta["secret"] else repr(raw)
+            from ._redact import redact_text
+
+            shown = "<redacted>" if meta["secret"] else repr(redact_text(raw))  # URL credentials stay out
             raise ConfigError(f"{source}: invalid value {shown}; accepted: {meta['accepts']}") from None
     _resource_fallbacks(values)
     settings = Settings(**values)
@@ -1235,7 +1355,7 @@ def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
         if kind.endswith("| None"):
             return None
         raise TypeError(value)
-    if kind == "bool":
+    if kind in ("bool", "bool | None"):
         if not isinstance(value, bool):
             raise TypeError(value)
         return value
@@ -1294,23 +1414,33 @@ def _check(s: Settings) -> None:
                 ": mutual TLS needs both; accepted: both set or both unset"
             )
     if s.production:
-        if s.fault_error_rate or s.fault_latency_ms:
+        _check_production(s)
+
+
+def _check_production(s: Settings) -> None:
+    """Every environment not named in NON_PRODUCTION_ENVIRONMENTS, including an unset one."""
+    when = f"{s.environment_clause} (production rules: the name is not in NON_PRODUCTION_ENVIRONMENTS)"
+    if s.fault_error_rate or s.fault_latency_ms:
+        raise ConfigError(
+            f"FAULT_INJECTION_ERROR_RATE / FAULT_INJECTION_LATENCY_MS: fault injection is refused {when}; accepted: 0"
+        )
+    if not s.auth_enabled:
+        raise ConfigError(
+            f"SERVICE_AUTH_ENABLED: auth cannot be disabled {when}; accepted: true "
+            "(a monolith without service calls sets DEPLOYMENT_MODE=monolith instead)"
+        )
+    for issuer, source in s.jwt_jwks_urls:
+        if source.lower().startswith("http://"):
+            from ._redact import redact_url
+
             raise ConfigError(
-                "FAULT_INJECTION_ERROR_RATE / FAULT_INJECTION_LATENCY_MS: fault injection is refused "
-                "when ENVIRONMENT=production; accepted: 0"
+                f"SERVICE_JWT_JWKS_URLS: {issuer}={redact_url(source)} is plain http {when}: anyone on the path "
+                "could swap the keys; accepted: https:// URLs or file paths"
             )
-        if not s.auth_enabled:
-            raise ConfigError(
-                "SERVICE_AUTH_ENABLED: auth cannot be disabled when ENVIRONMENT=production; accepted: true"
-            )
-        verify_algs = s.jwt_allowed_algorithms or (s.jwt_algorithm,)
-        if s.jwt_secret is None and any(a.startswith("HS") for a in (s.jwt_algorithm, *verify_algs)):
-            raise ConfigError(
-                "SERVICE_JWT_SECRET: required when ENVIRONMENT=production (falls back to JWT_SECRET_KEY); "
-                "accepted: a secret of at least 32 bytes"
-            )
-        if not s.jwt_algorithm.startswith("HS") and s.jwt_private_key is None and not s.jwt_jwks_urls:
-            raise ConfigError(
-                f"SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS: SERVICE_JWT_ALGORITHM={s.jwt_algorithm} needs a "
-                "signing key or trusted issuers when ENVIRONMENT=production; accepted: a PEM private key"
-            )
+    if s.jwt_jwks_urls and s.jwt_jwks_min_refresh < 1.0:
+        raise ConfigError(
+            f"SERVICE_JWT_JWKS_MIN_REFRESH: {s.jwt_jwks_min_refresh:g} s lets unknown kids force a JWKS fetch per "
+            f"request {when}; accepted: at least 1 second"
+        )
+    # A missing key is refused where a key is needed (verifying in instrument_app, minting in
+    # create_app), in every environment: a process that only exports telemetry needs none.

@@ -14,36 +14,41 @@
 2. ``/health`` (liveness) and ``/ready`` (the checks below, ``READINESS_CHECK_TIMEOUT`` each);
 3. ``instrument_app``: server span, HTTP metrics, access log, ``/metrics`` and service
    auth (``public=True`` for an edge service that takes no service tokens), then the
-   fault-injection layer and ``POST /_faults`` outside production;
+   fault-injection layer and ``POST /_faults`` outside production (production is every
+   ``ENVIRONMENT`` not listed in ``NON_PRODUCTION_ENVIRONMENTS``, unset included);
 4. a lifespan that opens what the service declared, in order, and closes it in reverse:
    the :class:`Database` (``metadata=`` creates its tables; readiness check ``database``),
    one :class:`ServiceClient` per downstream with service tokens for that audience
-   (readiness check named after the downstream: its breaker must not be open), then
+   (non-critical readiness check named after the downstream: ``degraded`` while its
+   breaker is open, the instance stays ready), then
    the app's own ``lifespan``;
-5. error handlers that turn a downstream the client gave up on into a clear 503/504
-   JSON body (``Retry-After`` while its breaker is open) instead of a 500.
+5. error handlers (``_errors``): a downstream the client gave up on is a clear 503/504
+   (``Retry-After`` while its breaker is open), a database error a 503/500 without a
+   trace, a validation error a 422 that never echoes the input, non-encodable text a
+   422; the error responses are documented in the OpenAPI schema.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy.sql.schema import MetaData
 
-from ._auth import JWKS_PATH, service_auth
+from ._auth import JWKS_PATH, auth_config, service_auth
+from ._auth._config import missing_key
 from ._bootstrap import Telemetry, bootstrap, current
 from ._db import Database, database_url
 from ._doctor_route import DOCTOR_PATH, install_doctor_route
+from ._errors import add_error_handlers, responses_for
 from ._faults import FaultInjection, FaultState, install_fault_admin
 from ._health import Readiness, ReadinessCheck, install_health
 from ._instrumentation import MiddlewareFactory
 from ._logs import get_logger
-from ._resilience import CircuitOpenError, ServiceCallError, ServiceClient, breaker_states
+from ._redact import redact_url
+from ._resilience import ServiceClient, breaker_states
 from ._server import ASGIApp
 from ._settings import ConfigError, Settings, load_settings, service_url, service_url_variable
 from ._web import instrument_app
@@ -77,7 +82,9 @@ def create_app(
       ``{"name": "http://..."}``; handlers get the clients with ``Depends(downstream("name"))``.
     - `checks`: extra readiness checks (async callables) by name.
     - `lifespan`: the app's own lifespan, entered after the database and clients are open.
-    - `public`: an edge service: no service-token check on its routes and no ``/_faults`` route.
+    - `public`: an edge service: no service-token check on its routes, no ``/_faults`` route, and
+      the caller's trace context only as a span link, its baggage dropped
+      (``OTEL_DIST_PUBLIC_INBOUND_CONTEXT``).
     - `middleware`: extra pure-ASGI layers inside the server span (after auth, before fault injection).
     Other keyword arguments go to ``FastAPI(...)``.
     """
@@ -85,9 +92,12 @@ def create_app(
     settings = tel.settings
     # The identity the telemetry resource carries (name and version are only defaults for it).
     service, service_version = settings.service_name, settings.service_version
+    if downstreams and settings.service_auth_off is None and auth_config(settings).signing_key is None:
+        raise missing_key(settings, "sign")  # fail closed: calls without a token would all be refused anyway
     targets = _downstream_urls(settings, downstreams)
     use_database = bool(database) or (database is None and metadata is not None)
-    readiness = Readiness(settings.readiness_timeout)
+    readiness = Readiness(settings.readiness_timeout, cache_ttl=settings.readiness_cache_ttl)
+    readiness.observe(tel.meter("otel_dist.health"))
     for check_name, check in (checks or {}).items():
         readiness.add(check_name, check)
 
@@ -106,7 +116,8 @@ def create_app(
                 client = ServiceClient(target, base_url, auth=service_auth(target, settings=settings), telemetry=tel)
                 stack.push_async_callback(client.aclose)
                 clients[target] = client
-                readiness.add(target, _breaker_check(target))
+                # An open breaker degrades a dependency; it does not make this instance unhealthy.
+                readiness.add(target, _breaker_check(target), critical=False)
             app.state.clients = clients
             if lifespan is not None:
                 await stack.enter_async_context(lifespan(app))
@@ -115,13 +126,17 @@ def create_app(
                 service=service,
                 version=service_version,
                 database=db.system if use_database else None,
-                downstreams=targets,
+                downstreams={target: redact_url(url) for target, url in targets.items()},
                 readiness_checks=readiness.names,
             )
             yield
             _log.info("service stopping", service=service)
 
     fastapi_kwargs.setdefault("title", service)
+    fastapi_kwargs.setdefault("responses", responses_for(protected=not public))
+    if not settings.docs_public:  # production default: no /docs, /redoc or /openapi.json (API_DOCS_PUBLIC=true)
+        for key in ("docs_url", "redoc_url", "openapi_url"):
+            fastapi_kwargs.setdefault(key, None)
     app = FastAPI(version=service_version, lifespan=service_lifespan, **fastapi_kwargs)
     app.state.settings = settings
     app.state.readiness = readiness
@@ -138,7 +153,7 @@ def create_app(
         if faults.active:
             _log.warning("fault injection is on", **faults.as_dict())
     install_doctor_route(app, tel, public=public, faults=faults)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
 
@@ -206,42 +221,3 @@ def _fault_layer(state: FaultState, exempt: set[str], app: FastAPI) -> Middlewar
         return FaultInjection(inner, state=state, exempt=exempt, routes=lambda: app.router.routes)
 
     return layer
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    """A downstream the client gave up on is this service's 503 (504 on its deadline), never a bare 500."""
-
-    async def circuit_open(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, CircuitOpenError)
-        retry_after = _retry_after(request, exc.target)
-        return JSONResponse(
-            {
-                "error": "dependency_unavailable",
-                "dependency": exc.target,
-                "detail": f"{exc.target} is unavailable: its circuit breaker is open; retry later",
-            },
-            status_code=503,
-            headers={"retry-after": str(retry_after)},
-        )
-
-    async def call_failed(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ServiceCallError)
-        status = 504 if exc.reason == "deadline" else 503
-        return JSONResponse(
-            {
-                "error": "dependency_failed",
-                "dependency": exc.target,
-                "reason": exc.reason,
-                "detail": f"{exc.target} did not answer successfully after {exc.attempts} attempt(s)",
-            },
-            status_code=status,
-        )
-
-    app.add_exception_handler(CircuitOpenError, circuit_open)
-    app.add_exception_handler(ServiceCallError, call_failed)
-
-
-def _retry_after(request: Request, target: str) -> int:
-    """Whole seconds until the breaker lets a probe through, at most: its open timeout."""
-    client = getattr(request.app.state, "clients", {}).get(target)
-    return max(1, math.ceil(client.config.breaker_timeout)) if client is not None else 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from ._auth import auth_layers
+from ._auth import auth_layers, publish_auth_state
 from ._bootstrap import Telemetry, bootstrap
 from ._instrumentation import MiddlewareFactory, app_middleware
 
@@ -42,6 +42,7 @@ def instrument_app(
     app.state.otel_dist_telemetry = tel
     app.state.otel_dist_public = public
     app_middleware(app).extend([*(auth_layers(app, tel) if auth else ()), *(middleware or ())])
+    publish_auth_state(app, tel, verifies=auth)
     path = tel.settings.metrics_path
     if not any(getattr(r, "path", None) == path for r in app.router.routes):
 

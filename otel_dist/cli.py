@@ -5,6 +5,7 @@
     otel-dist trace TRACE_ID [--open]
     otel-dist new-service NAME [--calls auth,orders] [--dir .]
     otel-dist doctor URL... [--json] [--as NAME]
+    otel-dist keygen --service NAME [--algorithm EdDSA|ES256] [--out FILE]
 
 ``demo`` runs the three example services with real traffic (see ``_demo``).
 ``stack`` delegates to ``collector/stack.py`` of the source checkout: the local
@@ -12,6 +13,7 @@ OpenTelemetry Collector + Prometheus + Zipkin; the demo exports to it while it r
 ``trace`` prints (and opens) a trace's page in the running stack's Zipkin.
 ``new-service`` writes a runnable service and its test (``_scaffold``).
 ``doctor`` checks running services for production readiness (``_doctor``).
+``keygen`` makes one service's signing key pair (per-caller asymmetric keys, ``_auth._keygen``).
 
 Only argparse is imported up front, so ``otel-dist --help`` starts fast; each
 command imports what it needs.
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "new-service":
         return _new_service(args.name, args.dir, args.calls)
+    if args.command == "keygen":
+        from ._auth._keygen import keygen as make_key
+
+        print(make_key(args.service, args.algorithm, args.out), end="")
+        return 0
     if args.command == "doctor":
         from ._doctor import main as doctor
 
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-dist",
-        description="otel-dist: demo, local observability stack, trace links, new services, readiness checks",
+        description="otel-dist: demo, local observability stack, trace links, new services, readiness checks, keys",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
@@ -110,6 +117,15 @@ def _parser() -> argparse.ArgumentParser:
         "--as", dest="caller", default="otel-dist-doctor", help="issuer of its service token (default: %(default)s)"
     )
     doctor.add_argument("--timeout", type=_positive, default=5.0, help="seconds per request (default 5)")
+    keygen = commands.add_parser(
+        "keygen",
+        help="a signing key pair for one service (per-caller asymmetric keys: the production setup)",
+        description="Print (or write with --out, mode 0600) SERVICE_JWT_ALGORITHM and SERVICE_JWT_PRIVATE_KEY for "
+        "one service, and the SERVICE_JWT_JWKS_URLS entry its callees add to trust it.",
+    )
+    keygen.add_argument("--service", required=True, help="the service that signs with this key")
+    keygen.add_argument("--algorithm", choices=["EdDSA", "ES256"], default="EdDSA", help="default EdDSA (Ed25519)")
+    keygen.add_argument("--out", type=Path, default=None, help="env file to write (mode 0600) instead of stdout")
     return parser
 
 

@@ -160,8 +160,12 @@ def capture_telemetry(env: dict[str, str] | None = None, **overrides: Any) -> It
     """Bootstrap with in-memory exporters beside the configured ones; reset afterwards.
 
     `env` replaces the process environment for settings (defaults to empty, so
-    the developer's shell cannot change a test's outcome).
+    the developer's shell cannot change a test's outcome).  The environment is
+    ``test`` unless `env` or `overrides` name one: ``ENVIRONMENT=""`` in `env` leaves it unset (production rules).
     """
+    named_in_resource = "deployment.environment" in (env or {}).get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if "environment" not in overrides and "ENVIRONMENT" not in (env or {}) and not named_in_resource:
+        overrides = {**overrides, "environment": "test"}
     reset_telemetry()
     spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
     reader = InMemoryMetricReader()

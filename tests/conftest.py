@@ -10,8 +10,12 @@ from otel_dist.testing import capture_telemetry
 
 @pytest.fixture
 def telemetry():
-    """A fresh otel-dist with in-memory exporters; the process environment is not read."""
-    with capture_telemetry(service_name="test-svc", environment="test") as cap:
+    """A fresh otel-dist with in-memory exporters; the process environment is not read.
+
+    Service auth is explicitly off (SERVICE_AUTH_ENABLED=false): these tests are about other
+    things; the auth tests set up their own keys.
+    """
+    with capture_telemetry(service_name="test-svc", environment="test", auth_enabled=False) as cap:
         yield cap
 
 

@@ -9,7 +9,7 @@
 """
 
 from ._config import JWKS_PATH, AuthConfig, auth_config
-from ._fastapi import CallingService, auth_layers, calling_service
+from ._fastapi import CallingService, auth_layers, auth_state, calling_service, publish_auth_state
 from ._jwks import TrustStore
 from ._keys import SigningKey, VerificationKey, hmac_key, jwks_document, load_private_key, load_public_keys
 from ._middleware import ServiceAuthMiddleware
@@ -32,10 +32,12 @@ __all__ = [
     "VerificationKey",
     "auth_config",
     "auth_layers",
+    "auth_state",
     "calling_service",
     "hmac_key",
     "jwks_document",
     "load_private_key",
     "load_public_keys",
+    "publish_auth_state",
     "service_auth",
 ]

@@ -8,9 +8,15 @@ from dataclasses import dataclass
 from .._settings import ConfigError, Settings
 from ._keys import ASYMMETRIC, SYMMETRIC, SigningKey, VerificationKey, hmac_key, load_private_key, load_public_keys
 
-__all__ = ["JWKS_PATH", "AuthConfig", "auth_config"]
+__all__ = ["JWKS_PATH", "NO_KEY", "AuthConfig", "auth_config", "missing_key"]
 
 JWKS_PATH = "/.well-known/jwks.json"
+NO_KEY = (
+    "{variable}: service auth is on and there is no key to {what} service tokens with; accepted: a secret of at least "
+    "32 bytes (SERVICE_JWT_SECRET, or JWT_SECRET_KEY), or for ES256/EdDSA SERVICE_JWT_PRIVATE_KEY / "
+    "SERVICE_JWT_JWKS_URLS. To run without service auth outside production set SERVICE_AUTH_ENABLED=false "
+    "(or DEPLOYMENT_MODE=monolith for an app that takes no service calls)"
+)
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,8 @@ class AuthConfig:
     service_name: str
     enabled: bool
     disabled_reason: str | None
+    """The explicit opt-out that turned auth off (SERVICE_AUTH_ENABLED=false, DEPLOYMENT_MODE=monolith)."""
+    can_verify: bool
     algorithms: frozenset[str]
     signing_key: SigningKey | None
     """What this service mints with (None: it cannot call protected services)."""
@@ -30,6 +38,16 @@ class AuthConfig:
     @property
     def publishes_jwks(self) -> bool:
         return bool(self.published)
+
+
+def missing_key(settings: Settings, what: str) -> ConfigError:
+    """The error for an app that needs a key to `what` (verify, sign) service tokens and has none."""
+    variable = (
+        "SERVICE_JWT_SECRET"
+        if settings.jwt_algorithm in SYMMETRIC
+        else "SERVICE_JWT_PRIVATE_KEY / SERVICE_JWT_JWKS_URLS"
+    )
+    return ConfigError(NO_KEY.format(variable=variable, what=what))
 
 
 @functools.lru_cache(maxsize=16)
@@ -63,20 +81,16 @@ def auth_config(settings: Settings) -> AuthConfig:
     can_verify = bool(algorithms & SYMMETRIC and hmac_keys) or bool(
         algorithms & ASYMMETRIC and (settings.jwt_jwks_urls or published)
     )
-    reason = None
-    if not settings.auth_enabled:
-        reason = "SERVICE_AUTH_ENABLED=false"
-    elif not can_verify:
-        reason = (
-            "no key to verify service tokens with (SERVICE_JWT_SECRET / JWT_SECRET_KEY for HS*, "
-            "SERVICE_JWT_JWKS_URLS or SERVICE_JWT_PRIVATE_KEY for ES256/EdDSA)"
-        )
+    # Fail closed: auth is off only by an explicit opt-out; a missing key is an error
+    # (raised where a key is needed: verifying in auth_layers, minting in the template).
+    reason = settings.service_auth_off
     return AuthConfig(
         service_name=settings.service_name,
         enabled=reason is None,
         disabled_reason=reason,
+        can_verify=can_verify,
         algorithms=algorithms,
-        signing_key=signing if settings.auth_enabled else None,
+        signing_key=signing if reason is None else None,
         hmac_keys=tuple(hmac_keys),
         published=tuple(published),
         jwks_sources=settings.jwt_jwks_urls,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from .._settings import ConfigError
-from ._config import JWKS_PATH, AuthConfig, auth_config
+from ._config import JWKS_PATH, AuthConfig, auth_config, missing_key
 from ._jwks import TrustStore
 from ._keys import jwks_document
 from ._middleware import SCOPE_KEY, ServiceAuthMiddleware
@@ -20,10 +22,11 @@ if TYPE_CHECKING:
     from .._bootstrap import Telemetry
     from .._server import ASGIApp
 
-__all__ = ["CallingService", "auth_layers", "calling_service"]
+__all__ = ["CallingService", "auth_layers", "auth_state", "calling_service", "publish_auth_state"]
 
 _log = logging.getLogger("otel_dist.auth")
 _STATE = "otel_dist_auth"
+_DOCS_PATHS = frozenset(("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"))
 
 
 def build_verifier(config: AuthConfig, settings: Any) -> TokenVerifier:
@@ -42,6 +45,7 @@ def build_verifier(config: AuthConfig, settings: Any) -> TokenVerifier:
         leeway=settings.jwt_leeway,
         allowed_callers=settings.jwt_allowed_callers,
         cache_size=settings.jwt_cache_size,
+        replay_cache_size=settings.jwt_replay_cache_size,
     )
 
 
@@ -54,12 +58,16 @@ def auth_layers(app: Any, telemetry: Telemetry) -> list[Callable[[ASGIApp], ASGI
     config = auth_config(settings)
     app.state.otel_dist_auth = config
     exempt = [*settings.auth_exempt_paths, settings.metrics_path]
+    if not settings.docs_public:  # production: the API's description is not for everyone (API_DOCS_PUBLIC)
+        exempt = [p for p in exempt if p not in _DOCS_PATHS]
     if config.publishes_jwks:
         _add_jwks_route(app, config)
         exempt.append(JWKS_PATH)
     if not config.enabled:
         _warn_disabled(config, settings.environment)
         return []
+    if not config.can_verify:
+        raise missing_key(settings, "verify")
     if config.service_name == "unknown_service":
         # Tokens are addressed to this service by name: without one, every valid token would be
         # refused as wrong_audience at run time.
@@ -71,18 +79,72 @@ def auth_layers(app: Any, telemetry: Telemetry) -> list[Callable[[ASGIApp], ASGI
     app.state.otel_dist_auth_verifier = verifier
     meter = telemetry.meter("otel_dist.auth")
     sink = telemetry.log_sink
+    lines, _, window = settings.auth_rejection_log_rate.partition("/")
+    log_rate = (int(lines), float(window or 60))
 
     def layer(inner: ASGIApp) -> ASGIApp:
-        return ServiceAuthMiddleware(inner, verifier=verifier, exempt_paths=exempt, meter=meter, sink=sink)
+        return ServiceAuthMiddleware(
+            inner, verifier=verifier, exempt_paths=exempt, meter=meter, sink=sink, log_rate=log_rate
+        )
 
     return [layer]
 
 
-def _warn_disabled(config: AuthConfig, environment: str) -> None:
+# ---------------------------------------------------------------- what the operator sees
+
+ENFORCED, DISABLED, PUBLIC = "enforced", "disabled", "public"
+_MODE_STATE = "otel_dist_auth_mode"
+_gauges: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def publish_auth_state(app: Any, telemetry: Telemetry, *, verifies: bool) -> str:
+    """Record whether `app` checks service tokens: ``/ready`` shows it, ``otel_dist.auth.enabled`` reports it.
+
+    Modes: ``enforced`` (tokens checked), ``disabled`` (an explicit opt-out), ``public``
+    (an edge app created with ``public=True``: it takes no service tokens by design).
+    """
+    config: AuthConfig | None = getattr(app.state, _STATE, None)
+    if not verifies:
+        mode = PUBLIC
+    elif config is not None and not config.enabled:
+        mode = DISABLED
+    else:
+        mode = ENFORCED
+    setattr(app.state, _MODE_STATE, mode)
+    meter = telemetry.meter("otel_dist.auth")
+    modes = _gauges.get(meter)
+    if modes is None:
+        modes = _gauges[meter] = {}
+
+        def observe(options: CallbackOptions) -> list[Observation]:
+            seen = set(modes.values())
+            return [Observation(1 if m == ENFORCED else 0, {"otel_dist.auth.mode": m}) for m in sorted(seen)]
+
+        meter.create_observable_gauge(
+            "otel_dist.auth.enabled",
+            callbacks=[observe],
+            unit="1",
+            description="1 when this app verifies service tokens; 0 when service auth is disabled or the app is "
+            "public (otel_dist.auth.mode says which).",
+        )
+    modes[id(app)] = mode
+    return mode
+
+
+def auth_state(app: Any) -> str | None:
+    """``enforced``, ``disabled: <opt-out>``, ``public``, or None for an app otel-dist did not instrument."""
+    mode: str | None = getattr(app.state, _MODE_STATE, None)
+    if mode == DISABLED:
+        config: AuthConfig | None = getattr(app.state, _STATE, None)
+        return f"disabled: {config.disabled_reason}" if config is not None else mode
+    return mode
+
+
+def _warn_disabled(config: AuthConfig, environment: str | None) -> None:
     _log.warning(
         "!!! SERVICE AUTH IS DISABLED: every endpoint of %s accepts requests without a service token "
-        "(%s, ENVIRONMENT=%s). Set SERVICE_JWT_SECRET (at least 32 bytes) to turn it on; "
-        "ENVIRONMENT=production refuses to start without it.",
+        "(%s, ENVIRONMENT=%s). Remove the opt-out to turn it on (SERVICE_AUTH_ENABLED=false is refused "
+        "in production).",
         config.service_name,
         config.disabled_reason,
         environment,
@@ -108,7 +170,7 @@ def _add_jwks_route(app: Any, config: AuthConfig) -> None:
 def calling_service(request: Request) -> ServiceIdentity:
     """FastAPI dependency: the verified calling service of this request.
 
-    With auth disabled (development without a secret) it returns an unverified
+    With auth disabled (an explicit opt-out) it returns an unverified
     ``anonymous`` identity (``verified=False``); on an exempt path, where no
     token was checked, it answers 401.
     """

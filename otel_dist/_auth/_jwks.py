@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
+from .._redact import redact_url
 from ._keys import VerificationKey, parse_jwks
 
 __all__ = ["IssuerKeys", "TrustStore"]
@@ -145,7 +147,7 @@ class TrustStore:
                 extra={
                     "otel_dist_fields": {
                         "otel_dist.auth.issuer": issuer,
-                        "otel_dist.auth.jwks_source": source,
+                        "otel_dist.auth.jwks_source": redact_url(source),
                         "error.type": type(exc).__qualname__,
                     }
                 },
@@ -161,20 +163,25 @@ class TrustStore:
 
     async def _read(self, source: str) -> Any:
         if source.startswith(("http://", "https://")):
-            async with (
-                httpx.AsyncClient(timeout=self._fetch_timeout, follow_redirects=False) as client,
-                client.stream("GET", source, headers={"accept": "application/jwk-set+json, application/json"}) as resp,
-            ):
-                resp.raise_for_status()
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_DOCUMENT_BYTES:
-                        raise ValueError("JWKS document too large")
-            return json.loads(bytes(body))
+            # A third-party host: no CLIENT span and, above all, no traceparent or baggage sent to it.
+            with suppress_http_instrumentation():
+                return await self._fetch(source)
         path = Path(source.removeprefix("file://"))
         data = await asyncio.to_thread(_read_capped, path)
         return json.loads(data)
+
+    async def _fetch(self, source: str) -> Any:
+        async with (
+            httpx.AsyncClient(timeout=self._fetch_timeout, follow_redirects=False) as client,
+            client.stream("GET", source, headers={"accept": "application/jwk-set+json, application/json"}) as resp,
+        ):
+            resp.raise_for_status()
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise ValueError("JWKS document too large")
+        return json.loads(bytes(body))
 
 
 def _read_capped(path: Path) -> bytes:

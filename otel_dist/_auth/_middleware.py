@@ -11,7 +11,9 @@ On success the caller goes into ``scope["otel_dist.caller"]`` and
 ``scope["state"]["service_identity"]`` (so ``request.state.service_identity``
 works) and onto the server span.  On failure: 401 (403 for a caller outside
 the allow-list) with a JSON reason code, span status ERROR, and one JSON log
-line.  Every outcome is counted in ``otel_dist.auth.verifications``.
+line (``SERVICE_AUTH_REJECTION_LOG_RATE``, default at most 300 at once and 5 a second on
+average: the next line says how many were suppressed in ``otel_dist.log.suppressed``).
+Every outcome is counted in ``otel_dist.auth.verifications``.
 
 Why an asynchronous counter rather than a duration histogram: a synchronous
 SDK instrument costs ~10 us per call (attribute lookup, exemplar sampling),
@@ -30,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Status, StatusCode
 
-from .._logs import LogSink
+from .._logs import SUPPRESSED, LogBudget, LogSink
 from .._server import ASGIApp, Receive, Scope, Send
 from ._verify import INTERNAL_ERROR, MALFORMED, AuthFailure, KeysNeeded, TokenVerifier
 
@@ -44,6 +46,7 @@ RESULT = "otel_dist.auth.result"
 REASON = "otel_dist.auth.reason"
 METRIC = "otel_dist.auth.verifications"
 _SUCCESS = ("success", "")
+_MAX_ADDRESS = 64  # an IPv6 address with zone fits; a proxy-supplied value may be anything
 _get_span = trace.get_current_span
 
 
@@ -100,6 +103,7 @@ class ServiceAuthMiddleware:
         exempt_paths: Iterable[str],
         meter: Meter,
         sink: LogSink,
+        log_rate: tuple[int, float] = (300, 60.0),
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -109,6 +113,9 @@ class ServiceAuthMiddleware:
         self._sink = sink
         self._counts = _tally_for(meter)
         self._bodies: dict[tuple[int, str], bytes] = {}
+        # Anyone can send bad tokens: bound the lines (limit at once, limit per window on average).
+        lines, window = log_rate
+        self._log_budget = LogBudget(per_second=lines / window, burst=lines) if lines else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -171,7 +178,7 @@ class ServiceAuthMiddleware:
         }
         client = scope.get("client")
         if client:
-            fields["client.address"] = client[0]
+            fields["client.address"] = str(client[0])[:_MAX_ADDRESS]
         if failure.identity is not None:
             fields[CALLER] = failure.identity.name
         if failure.__cause__ is not None:
@@ -181,9 +188,12 @@ class ServiceAuthMiddleware:
             if failure.identity is not None:
                 span.set_attribute(CALLER, failure.identity.name)
             span.set_status(Status(StatusCode.ERROR, reason))
-        self._sink.emit(
-            30, LOGGER, "service request denied" if failure.denied else "service token rejected", fields, span=span
-        )
+        suppressed = self._log_budget.allow() if self._log_budget is not None else 0
+        if suppressed is not None:
+            if suppressed:
+                fields[SUPPRESSED] = suppressed
+            line = "service request denied" if failure.denied else "service token rejected"
+            self._sink.emit(30, LOGGER, line, fields, span=span)
         if scope["type"] == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":

@@ -4,8 +4,11 @@ A :class:`TokenMinter` keeps one token per audience and mints a new one when
 less than a quarter of its lifetime (at most 5 minutes) is left, so callers
 never send a token that expires in flight.  :class:`ServiceTokenAuth` is an
 ``httpx.Auth``: it sets ``Authorization: Bearer <token>`` on every attempt and,
-on a 401, mints a fresh token and resends once (two requests at most; the
-request body is buffered so it can be replayed).
+when the callee says the token itself is bad (401 with ``WWW-Authenticate: Bearer
+error="invalid_token"``, RFC 6750), mints a fresh token and resends once (two
+requests at most; the request body is buffered so it can be replayed).  Any other
+401 (a wrong password relayed by the callee, say) is returned as it is: resending
+it would only double the callee's work.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class ServiceTokenAuth(httpx.Auth):
         algorithm: str | None = None,
         lifetime: int = 3600,
         minter: TokenMinter | None = None,
+        per_request: bool = False,
     ) -> None:
         if not audience:
             raise ValueError("audience must be the called service's name")
@@ -125,17 +129,27 @@ class ServiceTokenAuth(httpx.Auth):
         self.issuer = issuer
         self.audience = audience
         self.minter = minter
+        self.per_request = per_request  # a callee with a replay cache accepts each token once
 
     def __repr__(self) -> str:
         return f"ServiceTokenAuth(issuer={self.issuer!r}, audience={self.audience!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = "Bearer " + self.minter.token(self.audience)
+        token = self.minter.mint(self.audience) if self.per_request else self.minter.token(self.audience)
+        request.headers["Authorization"] = "Bearer " + token
         response = yield request
-        if response.status_code == 401:
+        if response.status_code == 401 and _token_rejected(response):
             # The receiver may have rotated keys or restarted: one fresh token, one resend, never a loop.
             request.headers["Authorization"] = "Bearer " + self.minter.token(self.audience, fresh=True)
             yield request
+
+
+def _token_rejected(response: httpx.Response) -> bool:
+    """RFC 6750: the challenge names the token as the problem (invalid, expired, revoked)."""
+    return any(
+        value.lower().startswith("bearer") and 'error="invalid_token"' in value.replace(" ", "").lower()
+        for value in response.headers.get_list("www-authenticate")
+    )
 
 
 _minters: dict[Any, TokenMinter] = {}
@@ -162,4 +176,4 @@ def service_auth(target: str, *, settings: Settings | None = None) -> ServiceTok
         if len(_minters) > 64:
             _minters.clear()
         minter = _minters[cache_key] = TokenMinter(settings.service_name, key, lifetime=settings.jwt_lifetime)
-    return ServiceTokenAuth(settings.service_name, target, minter=minter)
+    return ServiceTokenAuth(settings.service_name, target, minter=minter, per_request=settings.jwt_token_per_request)

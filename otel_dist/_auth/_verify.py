@@ -23,7 +23,10 @@ checks (``exp``/``iat``/``nbf`` against the verifier's clock: PyJWT reads
 ``datetime.now()`` itself and has no clock parameter).
 
 Verified tokens are cached by a BLAKE2b digest of the token (the token itself
-is never kept) until their ``exp``; a cache hit never calls PyJWT.
+is never kept) until their ``exp``; a cache hit never calls PyJWT, but a hit on an
+asymmetric token whose issuer's key set is older than the refresh interval starts
+the background refresh, so a key removed from a JWKS revokes the tokens it signed
+within the refresh interval (plus the one request that notices it is due).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from jwt.types import Options
 from ._jwks import TrustStore
 from ._keys import ASYMMETRIC, MAX_KID_LENGTH, SYMMETRIC, VerificationKey
 
-__all__ = ["AuthFailure", "KeysNeeded", "ServiceIdentity", "TokenVerifier", "VerifiedTokenCache"]
+__all__ = ["AuthFailure", "KeysNeeded", "ReplayCache", "ServiceIdentity", "TokenVerifier", "VerifiedTokenCache"]
 
 MAX_TOKEN_BYTES = 8192
 MAX_LIFETIME = 86400
@@ -66,6 +69,7 @@ EXPIRED = "expired"
 NOT_YET_VALID = "not_yet_valid"
 LIFETIME_TOO_LONG = "lifetime_too_long"
 CALLER_NOT_ALLOWED = "caller_not_allowed"
+REPLAYED = "replayed"
 INTERNAL_ERROR = "internal_error"
 REASONS = (
     MISSING,
@@ -84,6 +88,7 @@ REASONS = (
     NOT_YET_VALID,
     LIFETIME_TOO_LONG,
     CALLER_NOT_ALLOWED,
+    REPLAYED,
     INTERNAL_ERROR,
 )
 
@@ -174,6 +179,38 @@ class VerifiedTokenCache:
         self._entries.clear()
 
 
+class ReplayCache:
+    """The ``jti`` of every token this verifier (one audience) accepted, until the token's ``exp``.
+
+    Bounded: past ``maxsize`` live entries the oldest are forgotten (a replay of one of
+    those would pass again), so size it above requests-per-token-lifetime.  Off by default;
+    with it on, callers must send a new token per request (``SERVICE_JWT_TOKEN_PER_REQUEST``).
+    """
+
+    __slots__ = ("_seen", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_use(self, key: str, expires_at: float, now: float) -> bool:
+        seen = self._seen
+        previous = seen.get(key)
+        if previous is not None and previous > now:
+            return False
+        seen[key] = expires_at
+        seen.move_to_end(key)
+        while seen:  # oldest first: expired ones, and any beyond the bound
+            oldest, expiry = next(iter(seen.items()))
+            if expiry > now and len(seen) <= self.maxsize:
+                break
+            seen.pop(oldest, None)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 _DECODE_OPTIONS: Options = {
     "require": list(REQUIRED_CLAIMS),
     "strict_aud": True,  # aud is one string equal to ours: a list never matches
@@ -227,6 +264,7 @@ class TokenVerifier:
         leeway: float = 30.0,
         allowed_callers: Iterable[str] = (),
         cache_size: int = 10_000,
+        replay_cache_size: int = 0,
         max_lifetime: float = MAX_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -243,6 +281,7 @@ class TokenVerifier:
         self.allowed_callers = frozenset(allowed_callers)
         self.max_lifetime = max_lifetime
         self.cache = VerifiedTokenCache(cache_size)
+        self.replays = ReplayCache(replay_cache_size) if replay_cache_size > 0 else None
         self._clock = clock
 
     # ------------------------------------------------------------ hot path
@@ -261,13 +300,24 @@ class TokenVerifier:
         now = self._clock()
         digest = hashlib.blake2b(token, digest_size=16).digest()
         identity = self.cache.get(digest, now, self.trust.generation)
-        if identity is None:
+        if identity is not None:
+            if identity.algorithm in ASYMMETRIC:
+                # A cached token still starts its issuer's refresh when the set is due: a key removed
+                # from the JWKS moves the generation on, and every token it signed stops verifying.
+                state = self.trust.issuer(identity.name)
+                if state is not None and self.trust.is_stale(state):
+                    self.trust.refresh_in_background(identity.name)
+        else:
             generation = self.trust.generation
             identity = self._verify_token(token, now, fetch)
             if identity.expires_at > now:
                 self.cache.put(digest, identity, identity.expires_at, generation)
         if self.allowed_callers and identity.name not in self.allowed_callers:
             raise AuthFailure(CALLER_NOT_ALLOWED, denied=True, identity=identity)
+        if self.replays is not None and not self.replays.first_use(
+            f"{identity.name}\x00{identity.token_id}", identity.expires_at, now
+        ):
+            raise AuthFailure(REPLAYED, identity=identity)
         return identity
 
     async def verify_after_refresh(self, header_value: bytes | None, needed: KeysNeeded) -> ServiceIdentity:

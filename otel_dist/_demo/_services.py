@@ -81,6 +81,9 @@ class _Processes(_DemoState):
             CIRCUIT_BREAKER_SUCCESS_THRESHOLD="2",
             CIRCUIT_BREAKER_TIMEOUT=f"{breaker_timeout:g}",
             OTEL_BSP_SCHEDULE_DELAY="300",
+            # All the demo's simulated users come from one address and log in often.
+            LOGIN_RATE_LIMIT_PER_CLIENT="0",
+            LOGIN_RATE_LIMIT_PER_USERNAME="600/60",
         )
         return env
 

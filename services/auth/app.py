@@ -25,12 +25,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from otel_dist import ConfigError, DbSession, Settings, create_app, get_logger
+from otel_dist import ConfigError, DbSession, EncodableStr, Settings, create_app, get_logger
 
 log = get_logger("services.auth")
 metadata = MetaData()
@@ -133,7 +133,7 @@ app = create_app("auth", metadata=metadata, lifespan=lifespan)
 # --- API ---
 class Credentials(BaseModel):
     username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    password: str = Field(min_length=8, max_length=256)
+    password: EncodableStr = Field(min_length=8, max_length=256)
 
 
 class User(BaseModel):
@@ -148,10 +148,10 @@ class AccessToken(BaseModel):
 
 
 class TokenQuery(BaseModel):
-    token: str = Field(max_length=4096)
+    token: EncodableStr = Field(max_length=4096)
 
 
-@app.post("/users", status_code=201)
+@app.post("/users", status_code=201, responses={409: {"description": "Username already taken"}})
 async def register(body: Credentials, session: DbSession) -> User:
     password_hash = await asyncio.to_thread(hash_password, body.password)
     try:
@@ -164,7 +164,7 @@ async def register(body: Credentials, session: DbSession) -> User:
     return User(id=user_id, username=body.username)
 
 
-@app.post("/login")
+@app.post("/login", responses={401: {"description": "Invalid username or password (no hint which)"}})
 async def login(body: Credentials, session: DbSession, issuer: Tokens) -> AccessToken:
     row = (await session.execute(select(users).where(users.c.username == body.username))).first()
     stored = row.password_hash if row is not None else _DUMMY_HASH
@@ -176,8 +176,8 @@ async def login(body: Credentials, session: DbSession, issuer: Tokens) -> Access
     return AccessToken(access_token=issuer.issue(row.id, row.username), expires_in=issuer.lifetime)
 
 
-@app.get("/users/{user_id}")
-async def get_user(user_id: int, session: DbSession) -> User:
+@app.get("/users/{user_id}", responses={404: {"description": "No such user"}})
+async def get_user(user_id: Annotated[int, Path(gt=0, le=2**31 - 1)], session: DbSession) -> User:
     row = (await session.execute(select(users.c.id, users.c.username).where(users.c.id == user_id))).first()
     if row is None:
         raise HTTPException(404, "no such user")

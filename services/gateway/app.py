@@ -9,6 +9,8 @@
 
 It takes no service tokens (``public=True``) and sends its own to auth and orders.
 When orders' breaker is open, reads answer 503 at once with a JSON body naming it.
+Login and register are throttled per submitted username and per client address
+(``LOGIN_RATE_LIMIT_PER_USERNAME`` / ``LOGIN_RATE_LIMIT_PER_CLIENT``): 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import uuid
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from otel_dist import ServiceClient, create_app, downstream, get_logger
+from otel_dist import EncodableStr, ServiceClient, create_app, downstream, get_logger, throttle
 from services._ttl import TTLCache
 
 log = get_logger("services.gateway")
@@ -32,6 +34,8 @@ app = create_app("gateway", downstreams=["auth", "orders"], public=True)
 Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 Orders = Annotated[ServiceClient, Depends(downstream("orders"))]
 bearer = HTTPBearer(auto_error=False)
+login_throttle, register_throttle = throttle(app, "login"), throttle(app, "register")
+OrderId = Annotated[int, Path(gt=0, le=2**31 - 1)]  # orders' id range: a bad id is a 422 here
 # GATEWAY_INTROSPECTION_CACHE_TTL > 0: active introspections, by token digest, reused until the token's
 # exp at most: user tokens are signed and unrevocable, so the answer cannot change before then; inactive
 # ones are never kept.  Off by default, so that a read shows all three services in its trace.
@@ -80,32 +84,41 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 
 class Credentials(BaseModel):
-    username: str
-    password: str
+    # The auth service's contract, checked here so a bad body never costs a downstream call.
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: EncodableStr = Field(min_length=8, max_length=256)
 
 
 class NewOrder(BaseModel):
-    item: str = Field(min_length=1, max_length=100)
+    item: EncodableStr = Field(min_length=1, max_length=100)
     quantity: int = Field(default=1, gt=0, le=1000)
 
 
-@app.post("/register", status_code=201)
-async def register(body: Credentials, auth: Auth) -> JSONResponse:
+Responses = dict[int | str, dict[str, Any]]
+THROTTLED: Responses = {429: {"description": "Too many attempts (per username or per client); see Retry-After"}}
+BAD_GATEWAY: Responses = {502: {"description": "A downstream service answered unexpectedly"}}
+NEEDS_USER: Responses = {401: {"description": "A valid bearer token is required"}}
+
+
+@app.post("/register", status_code=201, responses={409: {"description": "Username taken"}, **THROTTLED, **BAD_GATEWAY})
+async def register(body: Credentials, request: Request, auth: Auth) -> JSONResponse:
+    register_throttle.check(request, body.username)
     return relay(await auth.post("/users", json=body.model_dump()), 201)
 
 
-@app.post("/login")
-async def login(body: Credentials, auth: Auth) -> JSONResponse:
+@app.post("/login", responses={401: {"description": "Invalid username or password"}, **THROTTLED, **BAD_GATEWAY})
+async def login(body: Credentials, request: Request, auth: Auth) -> JSONResponse:
+    login_throttle.check(request, body.username)
     return relay(await auth.post("/login", json=body.model_dump(), headers=_safe_to_resend()), 200)
 
 
-@app.post("/orders", status_code=201)
+@app.post("/orders", status_code=201, responses={**NEEDS_USER, **BAD_GATEWAY})
 async def create_order(body: NewOrder, user: CurrentUser, orders: Orders) -> JSONResponse:
     return relay(await orders.post("/orders", json={"user_id": user.id, **body.model_dump()}), 201)
 
 
-@app.get("/orders/{order_id}")
-async def read_order(order_id: int, user: CurrentUser, orders: Orders) -> JSONResponse:
+@app.get("/orders/{order_id}", responses={**NEEDS_USER, 404: {"description": "No such order"}, **BAD_GATEWAY})
+async def read_order(order_id: OrderId, user: CurrentUser, orders: Orders) -> JSONResponse:
     response = await orders.get(f"/orders/{order_id}")
     if response.status_code == 200 and response.json()["user_id"] != user.id:
         log.info("order of another user refused", order_id=order_id, user_id=user.id)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select
 
-from otel_dist import DbSession, ServiceClient, create_app, downstream, get_logger
+from otel_dist import DbSession, EncodableStr, ServiceClient, create_app, downstream, get_logger
 from services._ttl import TTLCache
 
 log = get_logger("services.orders")
@@ -31,6 +31,8 @@ orders = Table(
 )
 
 app = create_app("orders", metadata=metadata, downstreams=["auth"])
+MAX_ID = 2**31 - 1  # the Integer column on every database (Postgres int4); larger ids are a 422, never a DB error
+OrderId = Annotated[int, Path(gt=0, le=MAX_ID)]
 Auth = Annotated[ServiceClient, Depends(downstream("auth"))]
 # ORDERS_USER_CACHE_TTL > 0: users by id for that long (no endpoint renames a user, so auth need not be
 # asked on every read).  Off by default, so that a read shows all three services in its trace.
@@ -39,9 +41,14 @@ users: TTLCache[int, dict[str, Any]] = TTLCache(10_000)
 
 
 class NewOrder(BaseModel):
-    user_id: int = Field(gt=0)
-    item: str = Field(min_length=1, max_length=100)
+    user_id: int = Field(gt=0, le=MAX_ID)
+    item: EncodableStr = Field(min_length=1, max_length=100)
     quantity: int = Field(gt=0, le=1000)
+
+
+class UserRef(BaseModel):
+    id: int
+    username: str
 
 
 class Order(BaseModel):
@@ -50,7 +57,12 @@ class Order(BaseModel):
     item: str
     quantity: int
     created_at: datetime
-    user: dict[str, Any] | None = None
+    user: UserRef | None = None
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands DateTime(timezone=True) back naive; it was stored in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @app.post("/orders", status_code=201)
@@ -64,19 +76,23 @@ async def create_order(body: NewOrder, session: DbSession) -> Order:
     return order
 
 
-@app.get("/orders/{order_id}")
-async def read_order(order_id: int, session: DbSession, auth: Auth) -> Order:
+@app.get(
+    "/orders/{order_id}",
+    responses={404: {"description": "No such order"}, 502: {"description": "auth answered unexpectedly"}},
+)
+async def read_order(order_id: OrderId, session: DbSession, auth: Auth) -> Order:
     row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
     if row is None:
         raise HTTPException(404, "no such order")
-    order = Order(**row._mapping)
-    order.user = users.get(order.user_id) if USER_TTL else None
-    if order.user is not None:
+    order = Order(**{**row._mapping, "created_at": _aware(row.created_at)})
+    cached = users.get(order.user_id) if USER_TTL else None
+    if cached is not None:
+        order.user = UserRef.model_validate(cached)
         return order
     response = await auth.get(f"/users/{order.user_id}")
     if response.status_code == 200:
-        order.user = response.json()
-        users.put(order.user_id, order.user, USER_TTL)
+        order.user = UserRef.model_validate(response.json())
+        users.put(order.user_id, order.user.model_dump(), USER_TTL)
     elif response.status_code != 404:
         raise HTTPException(502, f"auth answered {response.status_code} to a user lookup")
     return order

@@ -23,4 +23,4 @@ def build_app() -> FastAPI:
     async def missing() -> None:
         raise HTTPException(404, "nope")
 
-    return instrument_app(app)
+    return instrument_app(app, auth=False)  # not a protected service: these tests are about telemetry

@@ -161,7 +161,9 @@ class E2E:
 
     def admin(self, target: str) -> httpx.Auth:
         """A service token for `target`, as a test 'service' sharing the secret."""
-        auth = service_auth(target, settings=load_settings({}, service_name="e2e-tests", jwt_secret=self.secret))
+        auth = service_auth(
+            target, settings=load_settings({"ENVIRONMENT": "test"}, service_name="e2e-tests", jwt_secret=self.secret)
+        )
         assert auth is not None
         return auth
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -15,10 +16,10 @@ from otel_dist.testing import capture_telemetry, serve_app
 
 from .test_auth_support import CALLER, OTHER_SECRET, SECRET, SERVICE, build_app
 
-pytestmark = pytest.mark.timeout(5)
+pytestmark = pytest.mark.timeout(60)  # a hang guard, not a speed check: the machine may be loaded
 
 
-def flaky_app(failures: int) -> tuple[FastAPI, list[dict[str, Any]]]:
+def flaky_app(failures: int, challenge: str = 'Bearer error="invalid_token"') -> tuple[FastAPI, list[dict[str, Any]]]:
     """Answers 401 to the first `failures` verified calls (as after a key change on the server)."""
     app = FastAPI()
     seen: list[dict[str, Any]] = []
@@ -27,7 +28,7 @@ def flaky_app(failures: int) -> tuple[FastAPI, list[dict[str, Any]]]:
     async def charge(request: Request, caller: CallingService) -> dict[str, Any]:
         seen.append({"jti": caller.token_id, "body": await request.body()})
         if len(seen) <= failures:
-            raise HTTPException(401, "stale token")
+            raise HTTPException(401, "stale token", headers={"WWW-Authenticate": challenge})
         return {"caller": caller.name}
 
     return instrument_app(app), seen
@@ -44,6 +45,18 @@ def test_401_triggers_one_remint_and_resend_with_the_same_body():
     assert len(seen) == 2
     assert seen[0]["jti"] != seen[1]["jti"]  # a fresh token, not the cached one
     assert seen[0]["body"] == seen[1]["body"] == b'{"amount":3}'
+
+
+@pytest.mark.parametrize("challenge", ["Bearer", 'Basic realm="x"', 'Bearer error="insufficient_scope"'])
+def test_a_401_that_does_not_blame_the_token_is_not_resent(challenge):
+    """A relayed "wrong password" (or any other 401) is returned at once: no second scrypt at the callee."""
+    with capture_telemetry(service_name=SERVICE, jwt_secret=SECRET):
+        app, seen = flaky_app(failures=1, challenge=challenge)
+        with serve_app(app) as base:
+            auth = ServiceTokenAuth(CALLER, SERVICE, secret=SECRET)
+            with httpx.Client(auth=auth, timeout=5) as client, suppress_http_instrumentation():
+                response = client.post(base + "/charge", json={"amount": 3})
+    assert response.status_code == 401 and len(seen) == 1 and response.history == []
 
 
 def test_persistent_401_is_resent_once_never_looped():
@@ -94,23 +107,41 @@ def test_service_auth_from_settings_talks_to_a_peer():
 # ---------------------------------------------------------------- modes
 
 
-def test_development_without_secret_disables_auth_loudly():
-    with capture_telemetry(service_name=SERVICE, environment="development") as cap:
+def test_development_without_secret_refuses_to_start_unless_auth_is_explicitly_off():
+    with capture_telemetry(service_name=SERVICE, environment="development"):
+        with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: service auth is on and there is no key"):
+            build_app()
+
+
+@pytest.mark.parametrize(
+    ("opt_out", "reason"),
+    [
+        ({"auth_enabled": False}, "SERVICE_AUTH_ENABLED=false"),
+        ({"deployment_mode": "monolith"}, "DEPLOYMENT_MODE=monolith"),
+    ],
+)
+def test_an_explicit_opt_out_disables_auth_loudly_and_says_so_everywhere(opt_out, reason):
+    with capture_telemetry(service_name=SERVICE, environment="development", **opt_out) as cap:
         assert service_auth("anyone") is None
         app = build_app()
         with serve_app(app) as base:
             with suppress_http_instrumentation():
                 response = httpx.get(base + "/orders/1", timeout=5)
+                metrics = httpx.get(base + "/metrics", timeout=5).text
         warnings = [line for line in cap.log_lines() if "SERVICE AUTH IS DISABLED" in line["message"]]
+        (dump,) = [line for line in cap.log_lines() if line["message"] == "otel-dist configured"]
     assert response.status_code == 200
     assert response.json()["caller"] == "anonymous" and response.json()["verified"] is False
-    assert len(warnings) == 1 and warnings[0]["level"] == "WARNING"
+    assert len(warnings) == 1 and warnings[0]["level"] == "WARNING" and reason in warnings[0]["message"]
+    assert dump["config"]["auth_enabled"] is False
+    assert re.search(r'^otel_dist_auth_enabled\{otel_dist_auth_mode="disabled"[^}]*\} 0\.0$', metrics, re.M), metrics
 
 
-def test_production_without_secret_refuses_to_start():
-    with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: required when ENVIRONMENT=production"):
-        with capture_telemetry(service_name=SERVICE, environment="production"):
-            pass
+@pytest.mark.parametrize("environment", ["production", "prod-eu", "live", ""])
+def test_without_a_key_a_protected_app_refuses_to_start_in_any_environment(environment):
+    with capture_telemetry({"OTEL_SERVICE_NAME": SERVICE, "ENVIRONMENT": environment}):
+        with pytest.raises(ConfigError, match="SERVICE_JWT_SECRET: service auth is on and there is no key"):
+            build_app()
 
 
 def test_short_secret_refused():

@@ -27,7 +27,7 @@ from otel_dist.testing import capture_telemetry, serve_app
 
 from .test_auth_support import CALLER, SECRET, SERVICE, all_span_text, b64, build_app, claims, ed25519_pem, raw_request
 
-pytestmark = pytest.mark.timeout(5)
+pytestmark = pytest.mark.timeout(60)  # a hang guard, not a speed check: the machine may be loaded
 
 
 class JwksServer:
@@ -36,9 +36,11 @@ class JwksServer:
     def __init__(self, *keys: Any) -> None:
         self.document = jwks_document(k.verification_key() for k in keys)
         self.hits = 0
+        self.headers: list[dict[str, str]] = []
 
         async def jwks(request: Request) -> JSONResponse:
             self.hits += 1
+            self.headers.append(dict(request.headers))
             return JSONResponse(self.document)
 
         self.app = Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
@@ -249,7 +251,7 @@ def test_unreachable_jwks_is_401_keys_unavailable():
 
 
 def _hammer(base: str, minter_of: dict[str, TokenMinter], stop: threading.Event, out: list[int]) -> None:
-    with httpx.Client(timeout=5) as client, suppress_http_instrumentation():
+    with httpx.Client(timeout=30) as client, suppress_http_instrumentation():
         while not stop.is_set():
             token = minter_of["current"].mint(SERVICE)  # a new token each time: every request is verified cold
             out.append(client.get(f"{base}/orders/r", headers={"authorization": f"Bearer {token}"}).status_code)
@@ -271,17 +273,31 @@ def test_rotation_with_overlap_never_fails_a_request():
                 stop = threading.Event()
                 worker = threading.Thread(target=_hammer, args=(base, minter_of, stop, statuses))
                 worker.start()
+
+                # Waits on conditions, not on fixed sleeps: the machine may be loaded.
+                def after(count: Any, more: int) -> None:
+                    target, deadline = count() + more, time.monotonic() + 30
+                    while count() < target and time.monotonic() < deadline:
+                        time.sleep(0.02)
+
+                def hits() -> int:
+                    return jwks.hits
+
+                def served() -> int:
+                    return len(statuses)
+
                 try:
-                    time.sleep(0.3)
+                    after(served, 5)
                     jwks.publish(old, new)  # 1. publish the next key beside the current one
-                    time.sleep(0.5)  # ... longer than verifiers' refresh interval
+                    after(hits, 2)  # ... until verifiers have refreshed (a fetch started after one ended)
                     minter_of["current"] = TokenMinter(CALLER, new)  # 2. sign with the new key
-                    time.sleep(0.3)  # ... longer than the old tokens' remaining use
+                    after(served, 3)  # ... until no request with an old token is in flight
                     jwks.publish(new)  # 3. retire the old key
-                    time.sleep(0.5)
+                    after(hits, 2)
+                    after(served, 5)
                 finally:
                     stop.set()
-                    worker.join(5)
+                    worker.join(30)
                 late_old = get(base, "/orders/late", TokenMinter(CALLER, old).mint(SERVICE))
         assert len(statuses) > 20
         assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
@@ -325,3 +341,54 @@ def test_unknown_kid_flood_cannot_force_reloads():
                 assert get(base, "/orders/b", TokenMinter(CALLER, key).token(SERVICE)).status_code == 200
     assert set(reasons) == {(401, "unknown_kid")}
     assert jwks.hits == 1  # the initial load only: inside the rate limit an unknown kid fails at once
+
+
+@pytest.mark.timeout(60)
+def test_a_key_removed_from_the_jwks_revokes_cached_tokens_within_the_refresh_interval():
+    """Issue 15: a cached verification used to outlive its key until the token's exp."""
+    compromised, fresh = signing_key(), signing_key()
+    jwks = JwksServer(compromised, fresh)
+    refresh = 0.5
+    with serve_app(jwks.app) as issuer:
+        url = f"{issuer}/.well-known/jwks.json"
+        with _rotating(jwks, jwt_jwks_urls=((CALLER, url),), jwt_jwks_refresh=refresh, jwt_jwks_min_refresh=0.1):
+            with serve_app(build_app()) as base:
+                token = TokenMinter(CALLER, compromised).token(SERVICE)
+                assert get(base, "/orders/a", token).status_code == 200  # verified and cached (1 h lifetime)
+                assert get(base, "/orders/b", token).status_code == 200
+                jwks.publish(fresh)  # the compromised key is withdrawn
+                removed_at = time.monotonic()
+                statuses = []
+                while time.monotonic() - removed_at < 30:  # generous: a loaded machine; expected ~refresh
+                    response = get(base, "/orders/c", token)
+                    statuses.append(response.status_code)
+                    if response.status_code == 401:
+                        break
+                    time.sleep(0.05)
+                revoked_after = time.monotonic() - removed_at
+                still_good = get(base, "/orders/d", TokenMinter(CALLER, fresh).token(SERVICE))
+    assert statuses[-1] == 401 and response.json()["reason"] == "unknown_kid"
+    assert set(statuses[:-1]) <= {200}
+    print(f"revoked {revoked_after:.2f} s after the key left the JWKS (refresh interval {refresh} s)")
+    assert still_good.status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_the_jwks_host_gets_no_trace_context_or_baggage():
+    """A JWKS URL is a third-party host: the caller's traceparent and baggage must not travel there."""
+    key = signing_key()
+    jwks = JwksServer(key)
+    with serve_app(jwks.app) as issuer:
+        url = f"{issuer}/.well-known/jwks.json"
+        with _rotating(jwks, jwt_jwks_urls=((CALLER, url),), jwt_jwks_refresh=3600, jwt_jwks_min_refresh=0.1):
+            with serve_app(build_app()) as base:
+                headers = {
+                    "authorization": f"Bearer {TokenMinter(CALLER, key).token(SERVICE)}",
+                    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    "baggage": "user=alice,tenant=secret-tenant",
+                }
+                with suppress_http_instrumentation():
+                    response = httpx.get(base + "/orders/1", headers=headers, timeout=30)
+    assert response.status_code == 200
+    (fetch,) = jwks.headers
+    assert "traceparent" not in fetch and "baggage" not in fetch and "tracestate" not in fetch, fetch

@@ -1,13 +1,16 @@
 """`opentelemetry-instrument uvicorn ...` and plain `uvicorn ...` run the same configuration."""
 
+import json
 import os
+import secrets
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from otel_dist.testing import free_port, run_server
+from otel_dist.testing import free_port, register_secret, run_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -18,7 +21,12 @@ def launch(tmp_path, wrapper: bool):
     argv = [str(BIN / "uvicorn"), "tests.apps.hello_main:app", "--host", "127.0.0.1", "--port", str(port)]
     if wrapper:
         argv = [str(BIN / "opentelemetry-instrument"), *argv]
-    env = {"OTEL_SERVICE_NAME": "hello", "ENVIRONMENT": "test", "PYTHONPATH": str(ROOT)}
+    env = {
+        "OTEL_SERVICE_NAME": "hello",
+        "ENVIRONMENT": "test",
+        "SERVICE_AUTH_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     return run_server(
@@ -63,6 +71,27 @@ def test_both_launch_paths_emit_the_same_telemetry(tmp_path, wrapper):
     assert len(configured) == 1
 
 
+@pytest.mark.parametrize("wrapper", [False, True], ids=["uvicorn", "opentelemetry-instrument"])
+def test_no_plain_uvicorn_access_or_traceback_lines_on_either_launch_path(tmp_path, wrapper):
+    """uvicorn's own access line carries the raw query (?access_token=...); its tracebacks are plain text."""
+    token = "tok-" + secrets.token_urlsafe(24)
+    register_secret(token)
+    with launch(tmp_path, wrapper) as proc:
+        assert httpx.get(f"{proc.url}/hello/ada?access_token={token}").status_code == 200
+        assert httpx.get(f"{proc.url}/boom").status_code == 500
+        deadline = time.monotonic() + 30
+        while not any(e.get("logger") == "uvicorn.error" and e.get("level") == "ERROR" for e in proc.json_lines()):
+            assert time.monotonic() < deadline, proc.output()[-3000:]
+            time.sleep(0.1)
+        output = proc.output()
+        lines = proc.json_lines()
+    assert token not in output
+    assert "GET /hello/ada" not in " ".join(line for line in output.splitlines() if not line.startswith("{"))
+    assert not [line for line in output.splitlines() if line.startswith(("Traceback", "  File ", "RuntimeError"))]
+    (error,) = [e for e in lines if e.get("logger") == "uvicorn.error" and e.get("level") == "ERROR"]
+    assert "RuntimeError: boom" in json.dumps(error)
+
+
 def test_wrapper_instruments_an_app_that_never_imports_otel_dist(tmp_path):
     port = free_port()
     argv = [
@@ -80,8 +109,6 @@ def test_wrapper_instruments_an_app_that_never_imports_otel_dist(tmp_path):
     ) as proc:
         httpx.get(proc.url + "/items/42")
         # The access line is written after the response is sent: wait for it (generous, for a loaded machine).
-        import time
-
         deadline = time.monotonic() + 20
         while True:
             lines = proc.json_lines()

@@ -7,6 +7,7 @@ Spans go over OTLP/HTTP to a span sink this test runs; databases live in a temp 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -36,7 +37,9 @@ class Services:
 
     def admin(self, target: str) -> httpx.Auth:
         """A service token for `target`, as a test 'service' sharing the secret."""
-        auth = service_auth(target, settings=load_settings({}, service_name="tests", jwt_secret=self.secret))
+        auth = service_auth(
+            target, settings=load_settings({"ENVIRONMENT": "test"}, service_name="tests", jwt_secret=self.secret)
+        )
         assert auth is not None
         return auth
 
@@ -59,6 +62,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             "SERVICE_CLIENT_MAX_RETRIES": "1",
             "SERVICE_CLIENT_MAX_BACKOFF": "0.05",
             "CIRCUIT_BREAKER_TIMEOUT": str(BREAKER_TIMEOUT),
+            # schemathesis registers and logs in hundreds of times from one address (test_public_edge
+            # covers the default limits)
+            "LOGIN_RATE_LIMIT_PER_CLIENT": "100000/60",
         }
         procs = start_example_services(tmp, common, stack)
         yield Services(**procs, sink=sink, secret=secret, orders_db_dir=tmp / "orders-db")
@@ -181,7 +187,7 @@ def test_ready_names_the_database_when_its_file_is_unreachable(services):
     moved = services.orders_db_dir.with_name("orders-db-moved")
     services.orders_db_dir.rename(moved)
     try:
-        down = httpx.get(orders + "/ready")
+        down = wait_ready_status(orders, 503)
         assert down.status_code == 503
         body = down.json()
         assert body["status"] == "unhealthy" and body["service"] == "orders" and body["version"]
@@ -190,11 +196,113 @@ def test_ready_names_the_database_when_its_file_is_unreachable(services):
         assert httpx.get(orders + "/health").status_code == 200  # liveness is not readiness
     finally:
         moved.rename(services.orders_db_dir)
-    up = httpx.get(orders + "/ready")
+    up = wait_ready_status(orders, 200)
     assert up.status_code == 200 and up.json()["checks"] == {"database": "healthy", "auth": "healthy"}
+    assert up.json()["service_auth"] == "enforced"
     # The probes made neither spans nor access-log lines.
     assert not [s for s in services.sink.spans() if s.attributes.get("url.path") == "/ready"]
     assert not [line for line in services.orders.json_lines() if line.get("url.path") == "/ready"]
+
+
+def wait_ready_status(base: str, status: int, condition=lambda body: True, timeout: float = 30.0) -> httpx.Response:
+    """Poll /ready until it answers `status` with a body meeting `condition` (results are cached ~1 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(base + "/ready", timeout=10)
+        if (response.status_code == status and condition(response.json())) or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)
+
+
+def test_one_user_cannot_take_the_gateway_out_for_everyone(services):
+    """The reported outage: huge ids made orders answer 500 until the gateway's breaker opened."""
+    gateway = services.gateway.url
+    victim = sign_up(services, "victim")
+    victim_order = new_order(services, victim)
+    attacker = sign_up(services, "attacker")
+    huge = "99999999999999999999999"
+    opened_before = breaker_openings(services)
+    for _ in range(8):
+        response = httpx.get(f"{gateway}/orders/{huge}", headers=attacker)
+        assert response.status_code == 422, response.text
+    for bad in (huge, str(2**31), "0", "-1", "1e3"):
+        direct = httpx.get(f"{services.orders.url}/orders/{bad}", auth=services.admin("orders"))
+        assert direct.status_code == 422, (bad, direct.text)
+    assert httpx.get(f"{services.auth.url}/users/{huge}", auth=services.admin("auth")).status_code == 422
+    body = {"user_id": 2**40, "item": "x", "quantity": 1}
+    assert httpx.post(f"{services.orders.url}/orders", json=body, auth=services.admin("orders")).status_code == 422
+    # Everyone else is served, and the gateway is ready.
+    assert httpx.get(f"{gateway}/orders/{victim_order}", headers=victim).status_code == 200
+    ready = httpx.get(gateway + "/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["orders"] == "healthy"
+    assert breaker_openings(services) == opened_before
+
+
+def test_non_encodable_input_is_a_4xx_never_a_500(services):
+    """Lone surrogates (valid JSON escapes, not valid Unicode) in values and in keys."""
+    json_headers = {"content-type": "application/json"}
+    password = b'{"username": "ada-lovelace", "password": "\\ud800\\ud800-correct-horse"}'
+    for url in (services.gateway.url + "/login", services.gateway.url + "/register"):
+        response = httpx.post(url, content=password, headers=json_headers)
+        assert response.status_code == 422, response.text
+    direct = httpx.post(
+        services.auth.url + "/login", content=password, headers=json_headers, auth=services.admin("auth")
+    )
+    assert direct.status_code == 422, direct.text
+    key = b'{"\\udcff": 1}'  # FastAPI echoed the whole body as `input` of the "missing" errors: a 500
+    order = httpx.post(
+        services.orders.url + "/orders", content=key, headers=json_headers, auth=services.admin("orders")
+    )
+    assert order.status_code == 422, order.text
+    assert "input" not in order.json()["detail"][0]  # the request is not echoed back
+
+
+def test_a_failed_login_reaches_auth_once(services):
+    """The gateway's ServiceTokenAuth resends only on Bearer error="invalid_token": one scrypt per failed login."""
+
+    def logins_at_auth() -> int:
+        return sum(1 for line in services.auth.json_lines() if line.get("http.route") == "/login")
+
+    credentials = {"username": f"once-{secrets.token_hex(3)}", "password": "correct horse battery"}
+    assert httpx.post(services.gateway.url + "/register", json=credentials).status_code == 201
+    before = logins_at_auth()
+    wrong = httpx.post(services.gateway.url + "/login", json={**credentials, "password": "wrong horse battery"})
+    assert wrong.status_code == 401
+    # A resend would have been answered before the gateway answered us; a good login after it is a
+    # marker: once its line is there, every line of the failed one is too.
+    assert httpx.post(services.gateway.url + "/login", json=credentials).status_code == 200
+    deadline = time.monotonic() + 30
+    while logins_at_auth() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logins_at_auth() == before + 2  # one for the failed login (not two), one for the marker
+
+
+def test_every_metrics_endpoint_passes_promtool_lint(services):
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+
+    promtool = shutil.which("promtool")
+    require(promtool is not None, "promtool (Debian package prometheus; .ci/run installs it)")
+    headers = sign_up(services, "lint")
+    order_id = new_order(services, headers)
+    assert httpx.get(f"{services.gateway.url}/orders/{order_id}", headers=headers).status_code == 200
+    for proc in (services.auth, services.orders, services.gateway):
+        httpx.get(proc.url + "/ready")
+        text = httpx.get(proc.url + "/metrics").text
+        run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, (proc.url, run.stdout + run.stderr)
+        if proc is not services.gateway:
+            assert "db_client_connections{" in text and "db_client_connection_count" not in text
+
+
+def breaker_openings(services: Services) -> int:
+    return sum(
+        1
+        for line in services.gateway.json_lines()
+        if line.get("otel_dist.target") == "orders" and line.get("otel_dist.circuit_breaker.to") == "open"
+    )
 
 
 def test_fault_admin_needs_a_service_token(services):
@@ -228,10 +336,16 @@ def test_breaker_opens_on_orders_faults_answers_fast_and_closes_after_recovery(s
         assert response.json()["dependency"] == "orders"
         assert "circuit breaker is open" in response.json()["detail"]
         assert int(response.headers["retry-after"]) >= 1
-        ready = httpx.get(gateway + "/ready")
-        assert ready.status_code == 503
-        assert ready.json()["checks"] == {"auth": "healthy", "orders": "unhealthy"}
+        # The gateway stays ready (login keeps working); orders is reported degraded.
+        ready = wait_ready_status(gateway, 200, lambda body: body["checks"]["orders"] == "degraded")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["checks"] == {"auth": "healthy", "orders": "degraded"}
         assert ready.json()["details"] == {"orders": "circuit breaker open"}
+        assert ready.json()["service_auth"] == "public"
+        metrics = httpx.get(gateway + "/metrics").text
+        assert 'otel_dist_readiness_status{otel_dist_readiness_check="orders",otel_dist_readiness_critical="false"' in (
+            metrics
+        )
     finally:
         httpx.post(services.orders.url + "/_faults", json={"error_rate": 0.0}, auth=admin)
 
@@ -243,10 +357,66 @@ def test_breaker_opens_on_orders_faults_answers_fast_and_closes_after_recovery(s
             break
         time.sleep(0.2)
     assert statuses[-2:] == [200, 200], statuses
-    assert httpx.get(gateway + "/ready").status_code == 200
+    assert wait_ready_status(gateway, 200, lambda body: body["status"] == "healthy").json()["status"] == "healthy"
     transitions = [
         (line["otel_dist.circuit_breaker.from"], line["otel_dist.circuit_breaker.to"])
         for line in services.gateway.json_lines()
         if line.get("otel_dist.target") == "orders" and "otel_dist.circuit_breaker.to" in line
     ]
     assert transitions[0] == ("closed", "open") and transitions[-1] == ("half_open", "closed")
+
+
+# ---------------------------------------------------------------- contracts (schemathesis)
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["auth", "orders", "gateway"])
+def test_schemathesis_finds_nothing(services, name):
+    """Every operation's OpenAPI contract, with `--checks all` and a valid token (service or user)."""
+    proc = getattr(services, name)
+    if name == "gateway":
+        token = sign_up(services, "contract")["authorization"].removeprefix("Bearer ")
+    else:
+        auth = services.admin(name)
+        token = auth.minter.token(name)  # a valid service token for `name`
+    run_schemathesis(proc.url, token)
+
+
+def run_schemathesis(base: str, token: str) -> None:
+    """`st run` against `base`/openapi.json: bounded (15 cases per operation, fixed seed), zero failures."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from otel_dist.testing import register_secret
+
+    register_secret(token)
+    argv = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        base + "/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        "15",
+        "--seed",
+        "15",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "60",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--no-color",
+    ]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as workdir:  # schemathesis keeps a .schemathesis/ cache in its cwd
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=840, cwd=workdir)
+    output = run.stdout + run.stderr
+    assert token not in output
+    assert run.returncode == 0, output[-8000:]
+    # Zero failures (a warning such as "missing test data" for random ids is not one).
+    summary = re.search(r"(\d+) generated, (\d+) passed", output)
+    assert summary is not None and "failed" not in output.split("Test cases:")[-1], output[-3000:]
+    assert int(summary.group(1)) >= 20, output[-3000:]  # it really exercised the API

@@ -55,7 +55,7 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
             "ConfigError: OTEL_EXPORTER_OTLP_PROTOCOL: invalid value 'http/json'; accepted: http/protobuf, grpc",
         ),
         (
-            uvicorn("tests.apps.hello_main:app", wrapper=True),
+            uvicorn("tests.reliability.apps.svc:app", wrapper=True),  # an app that checks service tokens
             {"SERVICE_JWT_SECRET": SECRET},
             "ConfigError: OTEL_SERVICE_NAME: required when service auth is on",
         ),

@@ -133,7 +133,10 @@ def start_service(
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     # Every request's access line is also an OTel log record here (the default sends it only when
     # its span is not exported): these tests count log records through the whole pipeline.
-    full_env = clean_env(**{"OTEL_SERVICE_NAME": name, "ENVIRONMENT": "test", **ACCESS_RECORDS, **env})
+    # Service auth explicitly off: these tests are about the telemetry pipeline, not tokens.
+    full_env = clean_env(
+        **{"OTEL_SERVICE_NAME": name, "ENVIRONMENT": "test", "SERVICE_AUTH_ENABLED": "false", **ACCESS_RECORDS, **env}
+    )
     proc = ServerProcess(argv, port=port, env=full_env, log_path=str(tmp_path / f"{name}.log"), cwd=str(ROOT))
     try:
         proc.wait_ready("/health")

@@ -7,16 +7,15 @@ backend is back.
 
 from __future__ import annotations
 
+import socket
 import statistics
 import time
 
 import httpx
 
-from otel_dist.testing import free_port
-
 from ._support import LoadResult, Sink, prom_samples, prom_sum, rss_kib, run_load, start_service
 
-QUEUE = 256
+QUEUE = 32  # with 10 s export timeouts, 1,300 spans overflow it unless the run lasts over ~3 minutes
 WARM, PER_SERVICE = 500, 800
 
 
@@ -37,8 +36,21 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
     sink = Sink(tmp_path).start()
     bounded = {"OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE), "OTEL_BLRP_MAX_QUEUE_SIZE": str(QUEUE)}
     up = start_service(tmp_path, "backend-up-svc", OTEL_EXPORTER_OTLP_ENDPOINT=sink.url, **bounded)
-    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    down = start_service(tmp_path, "backend-down-svc", OTEL_EXPORTER_OTLP_ENDPOINT=closed, **bounded)
+    # Unreachable as behind a firewall that drops packets: the connection never gets an answer,
+    # so every export holds the worker for its whole timeout and the queue must overflow, however
+    # slowly a loaded machine serves the requests (a refused port fails each export in
+    # milliseconds: on a slow machine the worker kept up and nothing was ever dropped).
+    hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)  # never accepted, never read
+    unreachable = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    down = start_service(
+        tmp_path,
+        "backend-down-svc",
+        OTEL_EXPORTER_OTLP_ENDPOINT=unreachable,
+        OTEL_EXPORTER_OTLP_TIMEOUT="10000",
+        **bounded,
+    )
     try:
         for svc in (up, down):
             warm = run_load(lambda i, svc=svc: f"{svc.url}/work/{i}", total=WARM, concurrency=20)
@@ -48,8 +60,13 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
         mixed = run_load(lambda i: f"{(up, down)[i % 2].url}/work/{i}", total=2 * PER_SERVICE, concurrency=8)
         assert mixed.statuses == {200: 2 * PER_SERVICE} and not mixed.errors, mixed.summary()
         rss_after = rss_kib(down.proc.pid)
-        time.sleep(0.3)
-        metrics = httpx.get(down.url + "/metrics").text
+        # The first export gives up after its 10 s timeout: wait for it to be counted.
+        deadline = time.monotonic() + 90
+        while True:
+            metrics = httpx.get(down.url + "/metrics", timeout=30).text
+            if sdk_accounting(metrics, "span", 0)["export_failed"] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         lines = down.json_lines()  # one span per access line; one OTel log record per JSON line
         served = sum(e.get("logger") == "otel_dist.access" for e in lines)
         spans, logs = sdk_accounting(metrics, "span", served), sdk_accounting(metrics, "log", len(lines))
@@ -61,6 +78,7 @@ def test_unreachable_endpoint_no_failures_latency_flat_queues_bounded_drops_coun
         up.stop()
         down.stop()
         sink.stop()
+        hole.close()
     median = {
         name: statistics.median(latency for i, latency in mixed.indexed if i % 2 == parity)
         for parity, name in enumerate(("up", "down"))

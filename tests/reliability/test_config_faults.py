@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from otel_dist import ConfigError, load_settings
-from otel_dist._settings import Settings, _optional_text, _regex_list, _text, _text_list
+from otel_dist._settings import Settings, _lower_list, _optional_text, _regex_list, _text, _text_list
 from otel_dist.testing import capture_telemetry, register_secret
 
 from ._support import ROOT, clean_env
@@ -27,6 +27,7 @@ register_secret(SECRET)
 # Values of the wrong Python type for a typed keyword override (bootstrap(name=value)).
 WRONG_TYPES: dict[str, list[Any]] = {
     "bool": [1, "maybe", 3 + 4j],
+    "bool | None": [1, "maybe", 3 + 4j],
     "int": [2.5, True, "ten", [1], 3 + 4j],
     "int | None": [2.5, True, "ten", [1], 3 + 4j],
     "float": [True, "ten", [1.0], 3 + 4j],
@@ -36,7 +37,7 @@ WRONG_TYPES: dict[str, list[Any]] = {
 }
 # Values no string setting may accept unless it is free text (a name, a path, a secret).
 BAD_STRINGS = ["not a valid value!", "novalue", "ftp://host", "short", "maybe"]
-FREE_TEXT_PARSERS = (_text, _optional_text, _text_list, _regex_list)
+FREE_TEXT_PARSERS = (_text, _optional_text, _text_list, _lower_list, _regex_list)
 
 
 def kind(f: dataclasses.Field[Any]) -> str:
@@ -48,9 +49,9 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 
 def refused(env: dict[str, str] | None = None, **overrides: Any) -> str:
-    """The ConfigError message for these inputs ('' if they were accepted)."""
+    """The ConfigError message for these inputs ('' if they were accepted); outside production unless named."""
     try:
-        load_settings(env or {}, **overrides)
+        load_settings({"ENVIRONMENT": "test", **(env or {})}, **overrides)
     except ConfigError as error:
         return str(error)
     return ""
@@ -124,16 +125,14 @@ def test_a_wrong_value_fails_bootstrap_too_before_anything_is_set_up():
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({}, "SERVICE_JWT_SECRET"),
         ({"SERVICE_JWT_SECRET": SECRET, "FAULT_INJECTION_ERROR_RATE": "0.1"}, "FAULT_INJECTION_ERROR_RATE"),
         ({"SERVICE_JWT_SECRET": SECRET, "FAULT_INJECTION_LATENCY_MS": "100"}, "FAULT_INJECTION_LATENCY_MS"),
         ({"SERVICE_JWT_SECRET": SECRET, "SERVICE_AUTH_ENABLED": "false"}, "SERVICE_AUTH_ENABLED"),
         ({"SERVICE_JWT_SECRET": "too-short"}, "SERVICE_JWT_SECRET"),
-        ({"SERVICE_JWT_ALGORITHM": "EdDSA"}, "SERVICE_JWT_PRIVATE_KEY"),
     ],
-    ids=["no-service-secret", "fault-error-rate", "fault-latency", "auth-disabled", "short-secret", "no-signing-key"],
+    ids=["fault-error-rate", "fault-latency", "auth-disabled", "short-secret"],
 )
-@pytest.mark.parametrize("environment", ["production", "prod", "Production"])
+@pytest.mark.parametrize("environment", ["production", "prod", "Production", "prod-eu", "staging", "live"])
 def test_production_refuses_insecure_settings(env, named, environment):
     message = refused({"ENVIRONMENT": environment, **env})
     assert named in message, message
@@ -160,8 +159,11 @@ def test_production_refuses_insecure_overrides_and_accepts_a_secure_configuratio
             "SERVICE_AUTH_ENABLED",
         ),
         ({"ENVIRONMENT": "production"}, "SERVICE_JWT_SECRET"),
+        ({"ENVIRONMENT": "staging", "SERVICE_AUTH_ENABLED": "false"}, "SERVICE_AUTH_ENABLED"),
+        ({}, "SERVICE_JWT_SECRET"),  # unset ENVIRONMENT: production rules, and auth needs a key anywhere
+        ({"ENVIRONMENT": "production", "SERVICE_JWT_ALGORITHM": "EdDSA"}, "SERVICE_JWT_PRIVATE_KEY"),
     ],
-    ids=["bad-number", "production-auth-off", "production-no-secret"],
+    ids=["bad-number", "production-auth-off", "production-no-secret", "staging-auth-off", "unset-no-secret", "eddsa"],
 )
 @pytest.mark.parametrize("app", ["tests.reliability.apps.svc:app", "services.gateway.app:app"])
 def test_a_server_process_with_a_config_fault_exits_at_once_naming_it(env, named, app):

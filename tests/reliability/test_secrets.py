@@ -16,7 +16,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from otel_dist._instrumentation import redact_url
+from otel_dist._redact import redact_url
 from otel_dist._settings import Settings
 from otel_dist.testing import capture_telemetry, leaked_secrets, register_secret, serve_app
 

@@ -116,9 +116,12 @@ async def test_ping_uses_a_fresh_connection_so_a_moved_file_is_noticed(telemetry
 
 def test_default_url_is_a_sqlite_file_named_after_the_service(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert database_url(load_settings({}), "orders") == f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
+    assert (
+        database_url(load_settings({"ENVIRONMENT": "test"}), "orders")
+        == f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
+    )
     url = "postgresql+asyncpg://u:pw@db:5432/orders"
-    assert database_url(load_settings({"DATABASE_URL": url}), "orders") == url
+    assert database_url(load_settings({"DATABASE_URL": url, "ENVIRONMENT": "test"}), "orders") == url
 
 
 async def test_password_is_hidden_in_the_logged_url(telemetry):

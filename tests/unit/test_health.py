@@ -95,6 +95,7 @@ def test_health_never_runs_checks_and_ready_answers_503_then_200(telemetry):
             "service": "svc",
             "version": "1.2.3",
             "checks": {"database": "healthy"},
+            "service_auth": "disabled: SERVICE_AUTH_ENABLED=false",
         }
         state["db_up"] = False
         down = httpx.get(url + "/ready")

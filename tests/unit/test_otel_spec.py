@@ -79,7 +79,7 @@ def test_certificate_files_must_exist_and_mutual_tls_needs_key_and_certificate(t
 @pytest.mark.parametrize(
     ("env", "overrides", "expected"),
     [
-        ({}, {}, ("unknown_service", "0.1.0", "development")),
+        ({}, {}, ("unknown_service", "0.1.0", "test")),  # the test kit's environment (unset would be production)
         (
             {"OTEL_RESOURCE_ATTRIBUTES": "service.name=ra,service.version=9,deployment.environment.name=stage"},
             {},
@@ -98,7 +98,7 @@ def test_certificate_files_must_exist_and_mutual_tls_needs_key_and_certificate(t
         (
             {"OTEL_RESOURCE_ATTRIBUTES": "service.name=ra", "OTEL_SERVICE_NAME": "specific"},
             {"service_name": "kwarg"},
-            ("kwarg", "0.1.0", "development"),
+            ("kwarg", "0.1.0", "test"),
         ),
         ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=legacy"}, {}, ("unknown_service", "0.1.0", "legacy")),
     ],

@@ -7,7 +7,8 @@ from otel_dist._settings import settings_table
 def test_defaults_follow_the_seed_and_the_spec():
     s = load_settings({})
     assert s.service_name == "unknown_service"
-    assert s.environment == "development"
+    assert s.environment is None and s.production  # fail closed: unset is production
+    assert s.non_production_environments == ("development", "dev", "local", "test", "demo")
     assert s.log_level == "INFO"
     assert s.traces_sampler == "parentbased_always_on"
     assert s.client_max_retries == 3 and s.client_retry_backoff == 2.0 and s.client_timeout == 30.0
@@ -17,19 +18,21 @@ def test_defaults_follow_the_seed_and_the_spec():
 
 
 def test_an_otlp_endpoint_turns_on_push_for_all_signals():
-    s = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"})
+    s = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/", "ENVIRONMENT": "test"})
     assert s.otlp_endpoint == "http://127.0.0.1:4318"
     assert s.trace_exporters == ("otlp",) and s.log_exporters == ("otlp",)
     assert s.metric_exporters == ("prometheus", "otlp")
 
 
 def test_keyword_override_wins_over_environment():
-    s = load_settings({"OTEL_SERVICE_NAME": "from-env", "LOG_LEVEL": "DEBUG"}, service_name="from-arg")
+    s = load_settings(
+        {"OTEL_SERVICE_NAME": "from-env", "LOG_LEVEL": "DEBUG", "ENVIRONMENT": "test"}, service_name="from-arg"
+    )
     assert s.service_name == "from-arg" and s.log_level == "DEBUG"
 
 
 def test_string_overrides_are_parsed_like_the_environment():
-    assert load_settings({}, client_max_retries="7").client_max_retries == 7
+    assert load_settings({"ENVIRONMENT": "dev"}, client_max_retries="7").client_max_retries == 7
 
 
 @pytest.mark.parametrize(
@@ -66,7 +69,7 @@ def test_otlp_exporter_without_endpoint_exports_to_the_spec_default():
 
 def test_unknown_override_is_refused():
     with pytest.raises(ConfigError, match="unknown setting"):
-        load_settings({}, servce_name="typo")
+        load_settings({"ENVIRONMENT": "dev"}, servce_name="typo")
 
 
 def test_secret_falls_back_to_jwt_secret_key_and_is_redacted():
@@ -87,7 +90,6 @@ def test_bad_secret_value_is_not_echoed():
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({}, "SERVICE_JWT_SECRET"),
         ({"SERVICE_JWT_SECRET": "s" * 32, "FAULT_INJECTION_ERROR_RATE": "0.5"}, "FAULT_INJECTION_ERROR_RATE"),
         ({"SERVICE_JWT_SECRET": "s" * 32, "SERVICE_AUTH_ENABLED": "false"}, "SERVICE_AUTH_ENABLED"),
     ],
@@ -102,6 +104,53 @@ def test_every_setting_is_documented_in_one_table():
     assert len(rows) == len({r["name"] for r in rows})
     assert all(r["env"] and r["accepts"] and r["doc"] for r in rows)
     assert {r["name"] for r in rows if r["secret"]} >= {"jwt_secret", "otlp_headers"}
+
+
+@pytest.mark.parametrize("environment", [None, "prod-eu", "production-us", "prd", "live", "staging", "Prod", "qa"])
+def test_every_environment_not_listed_as_non_production_gets_the_production_rules(environment):
+    env = {"ENVIRONMENT": environment} if environment else {}
+    assert load_settings(env).production
+    with pytest.raises(ConfigError, match="SERVICE_AUTH_ENABLED: auth cannot be disabled when ENVIRONMENT") as error:
+        load_settings({**env, "SERVICE_JWT_SECRET": "s" * 32, "SERVICE_AUTH_ENABLED": "false"})
+    assert "NON_PRODUCTION_ENVIRONMENTS" in str(error.value)
+    with pytest.raises(ConfigError, match="FAULT_INJECTION"):
+        load_settings({**env, "SERVICE_JWT_SECRET": "s" * 32, "FAULT_INJECTION_ERROR_RATE": "0.5"})
+
+
+@pytest.mark.parametrize("environment", ["development", "dev", "LOCAL", "test", "demo"])
+def test_only_listed_names_relax_the_rules(environment):
+    s = load_settings({"ENVIRONMENT": environment, "SERVICE_AUTH_ENABLED": "false"})
+    assert not s.production and s.service_auth_off == "SERVICE_AUTH_ENABLED=false"
+
+
+def test_the_non_production_list_is_configurable():
+    env = {"ENVIRONMENT": "sandbox", "NON_PRODUCTION_ENVIRONMENTS": "sandbox, Preview"}
+    assert not load_settings(env).production
+    assert load_settings({**env, "ENVIRONMENT": "dev", "SERVICE_JWT_SECRET": "s" * 32}).production
+
+
+def test_deployment_mode_monolith_is_the_explicit_opt_out_and_the_dump_tells_the_truth():
+    s = load_settings({"DEPLOYMENT_MODE": "monolith", "ENVIRONMENT": "production"})
+    assert s.production and s.service_auth_off == "DEPLOYMENT_MODE=monolith"
+    assert s.redacted()["auth_enabled"] is False and s.redacted()["production"] is True
+    on = load_settings({"SERVICE_JWT_SECRET": "s" * 32})
+    assert on.service_auth_off is None and on.redacted()["auth_enabled"] is True
+    with pytest.raises(ConfigError, match=r"DEPLOYMENT_MODE.*microservices, monolith"):
+        load_settings({"DEPLOYMENT_MODE": "mono"})
+
+
+def test_url_credentials_are_redacted_in_the_dump():
+    s = load_settings(
+        {
+            "ENVIRONMENT": "test",
+            "AUTH_SERVICE_URL": "http://svc:pw-in-url@auth:8000",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:otlp-pass@collector:4318",
+            "SERVICE_JWT_JWKS_URLS": "billing=https://keys.example/jwks.json?api_key=jwks-key-1",
+        }
+    )
+    dump = repr(s.redacted())
+    assert "pw-in-url" not in dump and "otlp-pass" not in dump and "jwks-key-1" not in dump
+    assert "http://REDACTED:REDACTED@auth:8000" in dump and "api_key=REDACTED" in dump
 
 
 def test_any_downstream_name_has_a_url_variable_by_the_documented_rule():
@@ -130,3 +179,9 @@ def test_the_public_api_is_complete_and_lazy():
         assert getattr(otel_dist, name) is not None
     with pytest.raises(AttributeError):
         otel_dist.no_such_name  # noqa: B018
+
+
+def test_a_refused_url_is_named_without_its_credentials():
+    with pytest.raises(ConfigError, match="AUTH_SERVICE_URL") as error:
+        load_settings({"ENVIRONMENT": "test", "AUTH_SERVICE_URL": "ftp://svc:pw-in-bad-url@auth?token=t0k3n-value"})
+    assert "pw-in-bad-url" not in str(error.value) and "t0k3n-value" not in str(error.value)

@@ -11,7 +11,8 @@ from typing import Any
 from ._settings import REFUSED, settings_table
 
 
-def _shown(value: Any) -> str:
+def shown_default(value: Any) -> str:
+    """A setting's default as the docs print it (also used by the settings reference)."""
     if value is None:
         return "(unset)"
     if isinstance(value, tuple):
@@ -22,7 +23,7 @@ def _shown(value: Any) -> str:
 def conformance_rows() -> list[tuple[str, str, str]]:
     """(variable, "honoured" | "refused", note), sorted by variable."""
     rows = [
-        (env, "honoured", f"default `{_shown(row['default'])}`; {row['doc']}")
+        (env, "honoured", f"default `{shown_default(row['default'])}`; {row['doc']}")
         for row in settings_table()
         for env in row["env"]
         if env.startswith("OTEL_") and not env.startswith("OTEL_DIST_")

@@ -9,19 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_dist._conformance import conformance_markdown
+from otel_dist._conformance import conformance_markdown, shown_default
 from otel_dist._settings import SERVICE_URL_DOC, SERVICE_URL_RULE, settings_table
 
 SETTINGS_MARKER = "<!-- otel-dist: settings-table -->"
 CONFORMANCE_MARKER = "<!-- otel-dist: conformance-table -->"
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "(unset)"
-    if isinstance(value, tuple):
-        return ",".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value) or "(empty)"
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _cell(text: str) -> str:
@@ -37,7 +29,7 @@ def settings_markdown() -> str:
     for row in settings_table():
         envs = " / ".join(f"`{env}`" for env in row["env"])
         rows.append(
-            f"| {envs} | `{_cell(_shown(row['default']))}` | {_cell(row['accepts'])} | "
+            f"| {envs} | `{_cell(shown_default(row['default']))}` | {_cell(row['accepts'])} | "
             f"{'yes' if row['secret'] else ''} | {_cell(row['doc'])} | `{row['name']}` |"
         )
     rows.append(f"| `{SERVICE_URL_RULE}` | `(unset)` | an http:// or https:// URL |  | {SERVICE_URL_DOC} |  |")

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -41,7 +41,15 @@ from collector.stack import (
 from otel_dist import load_settings, service_auth
 from otel_dist.testing import ServerProcess
 from tests.conftest import require
-from tests.e2e._support import promql, promql_value, require_backends, zipkin_services, zipkin_trace, zipkin_whole
+from tests.e2e._support import (
+    eventually,
+    promql,
+    promql_value,
+    require_backends,
+    zipkin_services,
+    zipkin_trace,
+    zipkin_whole,
+)
 from tests.example_services import ROOT as REPO_ROOT
 from tests.example_services import clean_env, start_example_services
 
@@ -55,8 +63,6 @@ BREAKER_TIMEOUT = 3.0
 READ_ROUTE = "/orders/{order_id}"
 KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 # Settings a developer shell may carry that would change what the services do.
-
-T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- what the sink holds
@@ -213,18 +219,6 @@ class E2E:
         response = self.http.post(self.gateway + "/orders", json={"item": item, "quantity": 2}, headers=headers)
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.25) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _require_parts() -> None:

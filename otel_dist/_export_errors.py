@@ -35,7 +35,8 @@ _SIGNAL = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
 GRPC_PORT, HTTP_PORT = 4317, 4318
 GRPC_CAUSE = (
     "this looks like a gRPC port: it answers HTTP/1.1 with HTTP/2 frames; OTEL_EXPORTER_OTLP_ENDPOINT "
-    f"must be the collector's OTLP/HTTP address (usually port {HTTP_PORT})"
+    f"must be the collector's OTLP/HTTP address (usually port {HTTP_PORT}), or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
+    "(pip install 'otel-dist[grpc]')"
 )
 CLOSED_CAUSE = "the server closed the connection without an HTTP/1.1 answer"
 

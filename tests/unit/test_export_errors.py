@@ -58,6 +58,7 @@ def test_a_grpc_port_is_named_once_per_signal_then_counted(records):
     assert len(shown) == 2
     assert shown[0].startswith("OTLP traces export to http://collector:4317 failed: this looks like a gRPC port")
     assert "usually port 4318" in shown[0] and "at most every 60 s" in shown[0]
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in shown[0]
     assert shown[1].startswith("OTLP logs export to http://collector:4317 failed: this looks like a gRPC port")
     assert all(r.levelname == "WARNING" for r in records)
 
@@ -66,7 +67,8 @@ def test_a_grpc_port_is_named_once_per_signal_then_counted(records):
     assert records[-1].getMessage() == (
         "OTLP traces export to http://collector:4317 still failing: 20 more failed attempts in the last 60 s "
         "(this looks like a gRPC port: it answers HTTP/1.1 with HTTP/2 frames; OTEL_EXPORTER_OTLP_ENDPOINT "
-        "must be the collector's OTLP/HTTP address (usually port 4318))"
+        "must be the collector's OTLP/HTTP address (usually port 4318), or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
+        "(pip install 'otel-dist[grpc]'))"
     )
     assert len(records) == 3
 

@@ -41,7 +41,7 @@ def records():
             logger.removeFilter(f)
 
 
-def install(clock: Clock, endpoint: str = "http://collector:4317") -> None:
+def install(clock: Clock, endpoint: str | dict[str, str | None] = "http://collector:4317") -> None:
     _export_errors.install(endpoint, interval=60, clock=clock)  # replaces the one a bootstrap() installed
 
 
@@ -108,3 +108,18 @@ def test_one_line_per_signal_a_more_telling_cause_once_more_and_other_records_pa
 )
 def test_likely_causes(error, status, expected):
     assert expected in likely_cause(error, status, "http://x:4318")
+
+
+def test_each_signal_is_named_by_its_own_endpoint(records):
+    # (not the logs exporter here: the SDK's DuplicateFilter on its logger drops a repeated format for 20 s)
+    install(Clock(), {"traces": "https://traces.example:4318/v1/traces", "metrics": None, "logs": "http://c:4318"})
+    refused = "HTTPConnectionPool(host='x', port=1): Failed to establish a new connection: [Errno 111]"
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").warning(TRANSIENT, refused, "spans", 1)
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.metric_exporter").warning(
+        TRANSIENT, refused, "metrics", 1
+    )
+    shown = [r.getMessage().split(": nothing listens")[0] for r in records]
+    assert shown == [
+        "OTLP traces export to https://traces.example:4318/v1/traces failed",
+        "OTLP metrics export failed",
+    ]

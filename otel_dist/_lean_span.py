@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.metrics import NoOpCounter
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, TraceFlags
@@ -38,6 +39,8 @@ _NOTHING: tuple[Any, ...] = ()
 _CLEAN = (str, int, float, bool)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+# Shared flag objects: one fewer object per span for the garbage collector to track.
+_RANDOM = {f: TraceFlags(f | TraceFlags.RANDOM_TRACE_ID) for f in (_SAMPLED, _NOT_SAMPLED)}
 
 
 class LeanSpan(sdk_trace.Span):
@@ -106,7 +109,7 @@ def start_span(
     flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
     random_id = tracer.id_generator.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
     if random_id:
-        flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+        flags = _RANDOM[flags]
     span_context = trace_api.SpanContext(
         trace_id,
         tracer.id_generator.generate_span_id(),
@@ -114,7 +117,10 @@ def start_span(
         trace_flags=flags,
         trace_state=result.trace_state,
     )
-    record_end_metrics = tracer._tracer_metrics.start_span(parent, decision)
+    tracer_metrics = tracer._tracer_metrics
+    # A closure per span for self-metrics that go nowhere (otel-dist's provider gives spans a no-op meter).
+    noop = isinstance(getattr(tracer_metrics, "_started_spans", None), NoOpCounter)
+    record_end_metrics = None if noop else tracer_metrics.start_span(parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
 

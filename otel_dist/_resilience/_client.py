@@ -286,7 +286,8 @@ class ServiceClient:
 
     async def _attempt(self, call: CallState) -> httpx.Response:
         """One attempt: breaker admission, a connection slot, attempt timeout, auth, instrumented transport."""
-        if call.remaining() <= 0:
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
             raise AttemptFailed(call, give_up="deadline")
         try:
             ticket, transitions = self.breaker.admit()
@@ -295,51 +296,53 @@ class ServiceClient:
             raise AttemptFailed(call, give_up="circuit_open", rejected=rejected) from None
         if transitions:
             self._telemetry.record_transitions(transitions)
-        try:
-            async with asyncio.timeout(call.remaining()):  # queued: bounded by the deadline only
-                await self._slots.acquire()
-        except BaseException as exc:
-            self._record(ticket, NEUTRAL)
-            if isinstance(exc, TimeoutError):
-                raise AttemptFailed(call, give_up="deadline") from None
-            raise
-        try:
-            return await self._send(call, ticket)
-        finally:
-            self._slots.release()
-
-    async def _send(self, call: CallState, ticket: Ticket) -> httpx.Response:
-        budget = min(self.config.attempt_timeout, call.remaining())
-        if budget <= 0:
-            self._record(ticket, NEUTRAL)
-            raise AttemptFailed(call, give_up="deadline")
-        request = call.request
-        resends = call.attempts
-        call.attempts += 1
-        request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
-        # What this attempt will wait for: the upstream can drop the work after that.
-        request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
-        if resends:
-            request.extensions[_httpx.RESEND_EXTENSION] = resends
-            if self._contrib_spans:
-                request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
-        try:
-            async with asyncio.timeout(budget):
-                response = await self._client.send(request, auth=self._auth)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            reason = error_retry_reason(exc)
-            if reason is None:  # a local error (bad URL, consumed stream...): not the upstream's fault
+        slots = self._slots
+        if slots.locked():  # queued: bounded by the deadline only (a free slot is taken without waiting)
+            try:
+                async with asyncio.timeout(remaining):
+                    await slots.acquire()
+            except BaseException as exc:
                 self._record(ticket, NEUTRAL)
-                failure = AttemptFailed(call, give_up="non_retryable", error=exc)
-            else:
-                self._record(ticket, FAILURE)
-                give_up = None if call.replayable else "non_retryable"
-                failure = AttemptFailed(call, reason=reason, give_up=give_up, error=exc)
-            call.last_failure = failure
-            raise failure from exc
-        except BaseException:
-            self._record(ticket, NEUTRAL)  # cancelled by the caller: not the upstream's failure
-            raise
+                if isinstance(exc, TimeoutError):
+                    raise AttemptFailed(call, give_up="deadline") from None
+                raise
+            remaining = call.deadline - time.monotonic()
+        else:
+            await slots.acquire()
+        try:
+            budget = min(self.config.attempt_timeout, remaining)
+            if budget <= 0:
+                self._record(ticket, NEUTRAL)
+                raise AttemptFailed(call, give_up="deadline")
+            request = call.request
+            resends = call.attempts
+            call.attempts += 1
+            request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
+            # What this attempt will wait for: the upstream can drop the work after that.
+            request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
+            if resends:
+                request.extensions[_httpx.RESEND_EXTENSION] = resends
+                if self._contrib_spans:
+                    request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
+            try:
+                async with asyncio.timeout(budget):
+                    response = await self._client.send(request, auth=self._auth)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                reason = error_retry_reason(exc)
+                if reason is None:  # a local error (bad URL, consumed stream...): not the upstream's fault
+                    self._record(ticket, NEUTRAL)
+                    failure = AttemptFailed(call, give_up="non_retryable", error=exc)
+                else:
+                    self._record(ticket, FAILURE)
+                    give_up = None if call.replayable else "non_retryable"
+                    failure = AttemptFailed(call, reason=reason, give_up=give_up, error=exc)
+                call.last_failure = failure
+                raise failure from exc
+            except BaseException:
+                self._record(ticket, NEUTRAL)  # cancelled by the caller: not the upstream's failure
+                raise
+        finally:
+            slots.release()
         status = response.status_code
         # 4xx neither trips nor heals the breaker; 5xx trips it
         self._record(ticket, SUCCESS if status < 400 else (FAILURE if status >= 500 else NEUTRAL))

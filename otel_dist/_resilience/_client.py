@@ -28,7 +28,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import _httpx
 from .._bootstrap import Telemetry, bootstrap
 from .._deadline import HEADER as DEADLINE_HEADER
-from .._deadline import current_request
+from .._deadline import REQUEST
+from .._lean_span import set_clean_attributes, start_span
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, Rejected, Ticket, breaker_for
 from ._budget import budget_for
 from ._errors import CircuitOpenError, ServiceCallError
@@ -204,14 +205,16 @@ class ServiceClient:
         )
         start = time.monotonic()
         deadline = start + self.config.timeout
-        handling = current_request()
+        handling = REQUEST.get()
         if handling is not None:  # inside a request: never past its deadline; stop if its caller leaves
             deadline = min(deadline, handling.deadline)
             handling.watch()
         call = CallState(request, deadline, self.breaker, self.budget)
         self.budget.deposit()
-        span = tel.tracer.start_span(
+        span = start_span(
+            tel.tracer,
             self._span_names.get(method_attr, f"{method_attr} {target}"),
+            context=None,
             kind=SpanKind.INTERNAL,
             attributes={TARGET: target, "http.request.method": method_attr},
         )
@@ -246,7 +249,7 @@ class ServiceClient:
             if error_type is not None:
                 end_attrs["error.type"] = error_type
                 span.set_status(Status(StatusCode.ERROR, error_type))
-            span.set_attributes(end_attrs)
+            set_clean_attributes(span, end_attrs)
             tel.record_call(target, method_attr, outcome, error_type, elapsed)  # exemplar: this call's span
             span.end()
             otel_context.detach(token)

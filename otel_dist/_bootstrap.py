@@ -239,7 +239,9 @@ def _route_stdlib_logging(tel: Telemetry) -> None:
 
 def _report_export_failures(tel: Telemetry) -> None:
     """A failing OTLP export: once per signal with its likely cause, then a count a minute."""
-    _export_errors.install(tel.settings.otlp_endpoint)
+    s = tel.settings  # each signal named by its own endpoint variable when set, else by the generic one
+    signals = ("traces", "metrics", "logs")
+    _export_errors.install({signal: getattr(s, f"otlp_{signal}_endpoint") or s.otlp_endpoint for signal in signals})
 
 
 def _instrument_libraries(tel: Telemetry) -> None:

@@ -25,6 +25,8 @@ def _points(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
     for rm in data.resource_metrics if data else ():
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
+                if metric.name.startswith("otel.sdk."):  # the SDK's self-metrics, when a bootstrap enabled them
+                    continue
                 for p in metric.data.data_points:
                     out.append(
                         {

@@ -13,7 +13,8 @@ call and of client-process CPU µs per call, and the paired per-round difference
 Variants: ``httpx (uninstrumented)`` (instrumentation suppressed: what a plain app pays; the base of the
 differences), ``httpx`` (bare client with the CLIENT span of the selected instrumentation: otel-dist's lean
 one by default, ``OTEL_DIST_CLIENT_INSTRUMENTATION=contrib`` for the contrib one), and ``ServiceClient``
-(logical span, deadline, retry budget, backoff, breaker, metrics, then the same CLIENT span).
+(logical span, deadline, retry budget, backoff, breaker, metrics, the service token header as the example
+services send it (``ServiceTokenAuth``, cached HS256 token), then the same CLIENT span).
 Target (issue 13): ``ServiceClient`` at most +80 µs wall over the uninstrumented call.
 """
 
@@ -133,11 +134,14 @@ async def profile_calls(call: Callable[[], Awaitable[Any]], n: int) -> str:
 async def run(url: str, rounds: int, calls: int, mode: str = "time") -> dict[str, dict[str, list[float]]]:
     from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
-    from otel_dist import ServiceClient
+    from otel_dist import ServiceClient, ServiceTokenAuth
 
     tel = telemetry()
+    auth = ServiceTokenAuth("bench-caller", "bench-upstream", secret="benchmark-only-secret-0123456789abcdef")
     results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "calls": []} for name in NAMES}
-    async with httpx.AsyncClient(base_url=url) as bare, ServiceClient("bench-upstream", url, telemetry=tel) as client:
+    async with httpx.AsyncClient(base_url=url) as bare, ServiceClient(
+        "bench-upstream", url, auth=auth, telemetry=tel
+    ) as client:
 
         async def uninstrumented() -> None:
             with suppress_http_instrumentation():

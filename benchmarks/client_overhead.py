@@ -139,9 +139,10 @@ async def run(url: str, rounds: int, calls: int, mode: str = "time") -> dict[str
     tel = telemetry()
     auth = ServiceTokenAuth("bench-caller", "bench-upstream", secret="benchmark-only-secret-0123456789abcdef")
     results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "calls": []} for name in NAMES}
-    async with httpx.AsyncClient(base_url=url) as bare, ServiceClient(
-        "bench-upstream", url, auth=auth, telemetry=tel
-    ) as client:
+    async with (
+        httpx.AsyncClient(base_url=url) as bare,
+        ServiceClient("bench-upstream", url, auth=auth, telemetry=tel) as client,
+    ):
 
         async def uninstrumented() -> None:
             with suppress_http_instrumentation():

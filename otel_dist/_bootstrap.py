@@ -28,7 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 
-from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
+from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource, _startup
 from ._logs import JsonLogHandler, LogSink, route_uvicorn_loggers
 from ._settings import Settings, load_settings
 
@@ -333,6 +333,7 @@ SETUP_STEPS = (
 )
 
 
+@_startup.worker_exit
 def bootstrap(**overrides: Any) -> Telemetry:
     """Set up traces, metrics and logs for this process; idempotent.
 

@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.metrics import NoOpCounter
+from opentelemetry.metrics import NoOpUpDownCounter
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, TraceFlags
@@ -37,10 +37,27 @@ __all__ = ["LeanSpan", "set_clean_attributes", "start_span"]
 _UNSET = Status(StatusCode.UNSET)
 _NOTHING: tuple[Any, ...] = ()
 _CLEAN = (str, int, float, bool)
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-# Shared flag objects: one fewer object per span for the garbage collector to track.
-_RANDOM = {f: TraceFlags(f | TraceFlags.RANDOM_TRACE_ID) for f in (_SAMPLED, _NOT_SAMPLED)}
+# (sampled, random trace id) -> flags: one shared object each instead of a new one per span
+_FLAGS = {
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
+
+
+def _no_end_metrics() -> None:
+    pass
+
+
+def _end_metrics(tracer: sdk_trace.Tracer, parent: Any, decision: Any) -> Any:
+    """The SDK's span self-metrics hook, unless its instruments are no-ops (otel-dist's providers: see
+    _providers): then no closure is allocated per span, nor kept alive with it in the export queue."""
+    metrics = tracer._tracer_metrics
+    if isinstance(getattr(metrics, "_live_spans", None), NoOpUpDownCounter):
+        return _no_end_metrics
+    return metrics.start_span(parent, decision)
 
 
 class LeanSpan(sdk_trace.Span):
@@ -106,10 +123,8 @@ def start_span(
     links = links or _NOTHING
     result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
     decision = result.decision
-    flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
     random_id = tracer.id_generator.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
-    if random_id:
-        flags = _RANDOM[flags]
+    flags = _FLAGS[decision.is_sampled(), bool(random_id)]
     span_context = trace_api.SpanContext(
         trace_id,
         tracer.id_generator.generate_span_id(),
@@ -117,10 +132,7 @@ def start_span(
         trace_flags=flags,
         trace_state=result.trace_state,
     )
-    tracer_metrics = tracer._tracer_metrics
-    # A closure per span for self-metrics that go nowhere (otel-dist's provider gives spans a no-op meter).
-    noop = isinstance(getattr(tracer_metrics, "_started_spans", None), NoOpCounter)
-    record_end_metrics = None if noop else tracer_metrics.start_span(parent, decision)
+    record_end_metrics = _end_metrics(tracer, parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
 

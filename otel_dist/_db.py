@@ -15,6 +15,8 @@ module-level global, so two apps (or two tests) in one process never share a poo
   and ``database_connections``): ``db.client.operation.duration`` (s; ``db.system.name``,
   ``db.operation.name``, ``error.type``) and ``db.client.connection.count``
   (``db.client.connection.state`` idle/used, ``db.client.connection.pool.name``).
+- SQLite (``sqlite+aiosqlite``): statements run on the event loop's thread, a locked file waits on
+  aiosqlite's worker thread (``_sqlite``; ``DATABASE_SQLITE_INLINE=false``: every call on that thread).
 - Readiness: :meth:`Database.ping` runs ``SELECT 1`` on a fresh connection (not a
   pooled one, which can outlive a deleted or moved SQLite file), untraced, one at a
   time: however many probes arrive, they hold at most one connection.
@@ -40,6 +42,7 @@ from sqlalchemy.sql.schema import MetaData
 
 from ._logs import get_logger
 from ._settings import Settings
+from ._sqlite import run_inline
 
 if TYPE_CHECKING:
     from ._bootstrap import Telemetry
@@ -70,6 +73,12 @@ class Database:
         self.system = _SYSTEMS.get(self.url.get_backend_name(), self.url.get_backend_name())
         self.pool_name = _pool_name(self.url)
         settings = telemetry.settings
+        if (
+            settings.sqlite_inline
+            and self.url.get_backend_name() == "sqlite"
+            and self.url.get_driver_name() == "aiosqlite"
+        ):
+            run_inline(self.engine.sync_engine)
         if not settings.sdk_disabled and "sqlalchemy" not in settings.disabled_instrumentations:
             _trace_engine(self.engine, telemetry)
             _measure_engine(self.engine.sync_engine, telemetry.meter("otel_dist.db"), self.system, self.pool_name)

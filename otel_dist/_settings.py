@@ -995,6 +995,14 @@ class Settings:
         secret=True,
         doc="default: SQLite file in the working directory",
     )
+    sqlite_inline: bool = _setting(
+        "DATABASE_SQLITE_INLINE",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="SQLite statements run on the event loop (a local statement takes microseconds, a hop to aiosqlite's "
+        "thread more); one that finds the file locked waits on that thread; false: every call on the thread",
+    )
     readiness_timeout: float = _setting(
         "READINESS_CHECK_TIMEOUT",
         default=2.0,

@@ -121,7 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def tokens(request: Request) -> UserTokens:
+async def tokens(request: Request) -> UserTokens:  # async: a def dependency runs in the thread pool
     issuer: UserTokens = request.app.state.user_tokens
     return issuer
 

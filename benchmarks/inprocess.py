@@ -220,6 +220,46 @@ def upstream_variant() -> Variant | None:
     )
 
 
+def native_variant(operation_spans: bool) -> Variant:
+    """FastAPI's own telemetry, as ``benchmarks.serve native[-noops]`` runs it: the SDK with upstream
+    OTLP/HTTP exporters for traces, metrics and logs (network cut out), batch processors, no Prometheus."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=_CLOSED_PORT + "/v1/traces", _transport=NullTransport()))
+    )
+    metric_exporter = OTLPMetricExporter(endpoint=_CLOSED_PORT + "/v1/metrics", _transport=NullTransport())
+    meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(metric_exporter)])
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=_CLOSED_PORT + "/v1/logs", _transport=NullTransport()))
+    )
+    app = build_app(
+        telemetry_config={
+            "tracer_provider": tracer_provider,
+            "meter_provider": meter_provider,
+            "logger_provider": logger_provider,
+            "operation_spans": operation_spans,
+        }
+    )
+
+    def flush() -> None:
+        tracer_provider.force_flush()
+        logger_provider.force_flush()
+
+    name = "FastAPI native" + ("" if operation_spans else ", operation spans off")
+    return Variant(name, app, flush, doc="FastAPI's own telemetry, SDK + OTLP exporters (the throughput scenario)")
+
+
 def build_variants(*, components: bool = True, upstream: bool = True) -> list[Variant]:
     has_auth = auth_support.available()
     variants = [plain_variant(), otel_dist_variant("full", auth=has_auth, doc="everything on (the full scenario)")]
@@ -238,6 +278,7 @@ def build_variants(*, components: bool = True, upstream: bool = True) -> list[Va
                 "full + traceparent", auth=has_auth, traceparent=True, doc="inbound W3C parent to extract"
             ),
         ]
+    variants.append(native_variant(operation_spans=False))
     if upstream:
         up = upstream_variant()
         if up is not None:

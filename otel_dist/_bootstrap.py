@@ -28,7 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 
-from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource
+from . import _capture, _export_errors, _instrumentation, _metrics, _propagation, _providers, _resource, _startup
 from ._logs import JsonLogHandler, LogSink, route_uvicorn_loggers
 from ._settings import Settings, load_settings
 
@@ -239,7 +239,9 @@ def _route_stdlib_logging(tel: Telemetry) -> None:
 
 def _report_export_failures(tel: Telemetry) -> None:
     """A failing OTLP export: once per signal with its likely cause, then a count a minute."""
-    _export_errors.install(tel.settings.otlp_endpoint)
+    s = tel.settings  # each signal named by its own endpoint variable when set, else by the generic one
+    signals = ("traces", "metrics", "logs")
+    _export_errors.install({signal: getattr(s, f"otlp_{signal}_endpoint") or s.otlp_endpoint for signal in signals})
 
 
 def _instrument_libraries(tel: Telemetry) -> None:
@@ -331,6 +333,7 @@ SETUP_STEPS = (
 )
 
 
+@_startup.worker_exit
 def bootstrap(**overrides: Any) -> Telemetry:
     """Set up traces, metrics and logs for this process; idempotent.
 

@@ -147,7 +147,8 @@ def _judge_report(report: dict[str, Any], result: ServiceDiagnosis) -> None:
             "environment",
             WARN,
             f"ENVIRONMENT={environment}: the production policy is off (insecure settings are accepted)",
-            "set ENVIRONMENT=production: it refuses a missing secret, auth off and fault injection",
+            "use an ENVIRONMENT name outside NON_PRODUCTION_ENVIRONMENTS (e.g. production): it refuses auth off, "
+            "fault injection and plain-http JWKS URLs, and hides the API docs",
         )
     faults = report["faults"]
     if faults["error_rate"] or faults["latency_ms"]:
@@ -257,7 +258,8 @@ def _exporters(samples: list[tuple[str, dict[str, str], float]], result: Service
             "exporter",
             status,
             f"{errors}; {sent}{where}",
-            "check OTEL_EXPORTER_OTLP_ENDPOINT: the collector's OTLP/HTTP port (4318, not gRPC 4317), reachable",
+            "check OTEL_EXPORTER_OTLP_ENDPOINT is reachable: the collector's OTLP/HTTP port 4318, or gRPC 4317 "
+            "with OTEL_EXPORTER_OTLP_PROTOCOL=grpc (pip install 'otel-dist[grpc]')",
         )
     else:
         sent = ", ".join(f"{int(n)} {signal}s" for signal, n in sorted(exported.items()))

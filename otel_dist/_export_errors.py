@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 __all__ = ["EXPORTER_LOGGERS", "ExportErrorFilter", "likely_cause"]
@@ -35,7 +35,8 @@ _SIGNAL = {"spans": "traces", "metrics": "metrics", "logs": "logs"}
 GRPC_PORT, HTTP_PORT = 4317, 4318
 GRPC_CAUSE = (
     "this looks like a gRPC port: it answers HTTP/1.1 with HTTP/2 frames; OTEL_EXPORTER_OTLP_ENDPOINT "
-    f"must be the collector's OTLP/HTTP address (usually port {HTTP_PORT})"
+    f"must be the collector's OTLP/HTTP address (usually port {HTTP_PORT}), or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
+    "(pip install 'otel-dist[grpc]')"
 )
 CLOSED_CAUSE = "the server closed the connection without an HTTP/1.1 answer"
 
@@ -75,17 +76,24 @@ class ExportErrorFilter(logging.Filter):
     """Install on the exporters' loggers; one per process (``bootstrap`` does it)."""
 
     def __init__(
-        self, endpoint: str | None, *, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        endpoint: str | Mapping[str, str | None] | None,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`endpoint`: one for every signal, or one per signal (``{"traces": ..., ...}``)."""
         super().__init__()
-        self.endpoint = _shown(endpoint)
+        per_signal = endpoint if isinstance(endpoint, Mapping) else {}
+        self.endpoint = None if isinstance(endpoint, Mapping) else _shown(endpoint)
+        self._endpoints = {signal: _shown(url) for signal, url in per_signal.items()}
         self.interval = interval
         self._clock = clock
         self._lock = threading.Lock()
         self._last_report: dict[str, float] = {}
         self._cause: dict[str, str] = {}  # the most telling cause seen per signal
         self._suppressed: dict[str, int] = {}
-        self._http2: bool | None = None  # does the endpoint speak HTTP/2 only? probed once
+        self._http2: dict[str | None, bool] = {}  # does an endpoint speak HTTP/2 only? probed once each
 
     def filter(self, record: logging.LogRecord) -> bool:
         parsed = self._parse(record)
@@ -94,8 +102,9 @@ class ExportErrorFilter(logging.Filter):
         signal, error, status = parsed
         if signal is None:
             return False  # "Failed to export ... due to timeout": the transient line before it said why
-        cause = likely_cause(error, status, self.endpoint)
-        if cause == CLOSED_CAUSE and self._speaks_http2():
+        endpoint = self._endpoints.get(signal, self.endpoint)
+        cause = likely_cause(error, status, endpoint)
+        if cause == CLOSED_CAUSE and self._speaks_http2(endpoint):
             cause = GRPC_CAUSE  # a gRPC server resets some HTTP/1.1 requests instead of answering with frames
         now = self._clock()
         with self._lock:
@@ -111,7 +120,7 @@ class ExportErrorFilter(logging.Filter):
             more = self._suppressed.pop(signal, 0)
             self._cause[signal] = cause
             self._last_report[signal] = now
-        where = f" to {self.endpoint}" if self.endpoint else ""
+        where = f" to {endpoint}" if endpoint else ""
         if first:
             record.msg = "OTLP %s export%s failed: %s (%s). Reported once; then at most every %d s with a count."
             record.args = (signal, where, cause, _short(error), int(self.interval))
@@ -121,10 +130,10 @@ class ExportErrorFilter(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
-    def _speaks_http2(self) -> bool:
-        if self._http2 is None:
-            self._http2 = speaks_http2(self.endpoint)
-        return self._http2
+    def _speaks_http2(self, endpoint: str | None) -> bool:
+        if endpoint not in self._http2:
+            self._http2[endpoint] = speaks_http2(endpoint)
+        return self._http2[endpoint]
 
     @staticmethod
     def _parse(record: logging.LogRecord) -> tuple[str | None, str, object] | None:
@@ -158,7 +167,10 @@ def speaks_http2(endpoint: str | None, timeout: float = 1.0) -> bool:
 
 
 def install(
-    endpoint: str | None, *, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
+    endpoint: str | Mapping[str, str | None] | None,
+    *,
+    interval: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ExportErrorFilter:
     """Attach one filter to every OTLP exporter logger, replacing one installed earlier."""
     error_filter = ExportErrorFilter(endpoint, interval=interval, clock=clock)

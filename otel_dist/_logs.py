@@ -80,6 +80,11 @@ class LogSink:
         self._static = {"service.name": service_name}
         if environment is not None:
             self._static["deployment.environment.name"] = environment
+        self._static_json = "".join(_json_key(k) + _json_str(v) for k, v in self._static.items())
+        # Keys of the line itself: a field with one of these names does not replace it.
+        self._taken = frozenset(
+            ("timestamp", "level", "logger", "message", "trace_id", "span_id", "trace_flags", *self._static)
+        )
         self._stream = stream
         self.otel_logger = otel_logger
         self.json_lines = json_lines
@@ -107,27 +112,44 @@ class LogSink:
         ctx = (span or trace.get_current_span()).get_span_context()
         safe = _clean(fields) if fields else None
         if self.json_lines:
-            line: dict[str, Any] = {
-                "timestamp": _iso(now),
-                "level": _level_name(levelno),
-                "logger": logger_name,
-                "message": message,
-            }
+            # The same text as json.dumps(line, default=str, ensure_ascii=False) of the dict
+            # {timestamp, level, logger, message, trace ids, static fields, correlation_id,
+            # fields..., exception}, written directly: ~3x cheaper for the access line.
+            parts = [
+                '{"timestamp": "',
+                _iso(now),
+                '", "level": ',
+                _json_str(_level_name(levelno)),
+                ', "logger": ',
+                _json_str(logger_name),
+                ', "message": ',
+                _json_str(message),
+            ]
             if ctx.is_valid:
-                line["trace_id"] = format(ctx.trace_id, "032x")
-                line["span_id"] = format(ctx.span_id, "016x")
-                line["trace_flags"] = format(ctx.trace_flags, "02x")
-            line.update(self._static)
+                parts.append(f', "trace_id": "{ctx.trace_id:032x}", "span_id": "{ctx.span_id:016x}", ')
+                parts.append(f'"trace_flags": "{ctx.trace_flags:02x}"')
+            parts.append(self._static_json)
             legacy_id = correlation_id.get()
             if legacy_id is not None:
-                line["correlation_id"] = legacy_id
+                parts.append(', "correlation_id": ')
+                parts.append(_json_str(legacy_id))
             if safe:
+                taken = self._taken
                 for key, value in safe.items():
-                    line.setdefault(key, value)
+                    if key in taken or (key == "correlation_id" and legacy_id is not None):
+                        continue
+                    parts.append(_json_key(key))
+                    if key == "exception" and exc_text:
+                        parts.append(_json_str(exc_text))  # the traceback replaces the field, in its place
+                        exc_text = None
+                    else:
+                        parts.append(_json_value(value))
             if exc_text:
-                line["exception"] = exc_text
+                parts.append(', "exception": ')
+                parts.append(_json_str(exc_text))
+            parts.append("}\n")
             try:
-                self.stream.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+                self.stream.write("".join(parts))
             except (OSError, ValueError):
                 pass  # a closed or broken stdout never takes the app down
         if export and self.otel_logger is not None:
@@ -149,6 +171,34 @@ class LogSink:
                 pass
 
 
+_json_str = json.encoder.encode_basestring  # C: a JSON string literal, non-ASCII kept (ensure_ascii=False)
+_json_keys: dict[str, str] = {}
+
+
+def _json_key(key: str) -> str:
+    """', "key": ' as json.dumps writes it between two members (memoised: field names repeat)."""
+    text = _json_keys.get(key)
+    if text is None:
+        text = ", " + _json_str(key) + ": "
+        if len(_json_keys) < 4096:
+            _json_keys[key] = text
+    return text
+
+
+def _json_value(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _json_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is float and value == value and value not in (_INF, -_INF):
+        return float.__repr__(value)
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+_INF = float("inf")
 _LEVEL_NAMES = {level: logging.getLevelName(level) for level in _SEVERITY}
 
 

@@ -71,6 +71,8 @@ def _otlp_exporter(settings: Settings, signal: str, meter_provider: MeterProvide
         "client_key_file": target.client_key,
         "client_certificate_file": target.client_certificate,
     }
+    if target.certificate:
+        kwargs["session"] = _pinned_ca_session()
     if signal == "metrics":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
@@ -79,6 +81,24 @@ def _otlp_exporter(settings: Settings, signal: str, meter_provider: MeterProvide
 
     lean = LeanOTLPSpanExporter if signal == "traces" else LeanOTLPLogExporter
     return lean(**kwargs, meter_provider=meter_provider)
+
+
+def _pinned_ca_session() -> Any:
+    """A requests session whose CA bundle is the OTLP certificate setting.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override ``Session.verify`` (psf/requests#3829),
+    and the upstream exporters set only ``Session.verify``: wherever those variables are set (corporate
+    machines, CI images), OTEL_EXPORTER_OTLP_CERTIFICATE would be silently ignored and TLS would fail.
+    """
+    import requests
+
+    class PinnedCASession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            merged = super().merge_environment_settings(*args, **kwargs)
+            merged["verify"] = self.verify
+            return merged
+
+    return PinnedCASession()
 
 
 def metric_preferences(settings: Settings) -> dict[str, Any]:

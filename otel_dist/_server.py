@@ -26,6 +26,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import _capture
 from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
+from ._lean_span import set_clean_attributes, start_span
 from ._logs import LogSink
 from ._propagation import clean_correlation_id, correlation_id, extract_from_all_headers, extract_from_headers
 from ._settings import Settings
@@ -228,9 +229,10 @@ class ServerTelemetry:
             if caller_context.is_valid and self._inbound == "link":
                 links = [Link(caller_context, _INBOUND_LINK)]
             parent = None  # a new root: our sampler decides, and the caller's baggage stays outside
+        url_path = scope["path"][:_MAX_PATH]
         attributes: dict[str, Any] = {
             "http.request.method": method,
-            "url.path": scope["path"][:_MAX_PATH],
+            "url.path": url_path,
             "url.scheme": scheme,
             "network.protocol.version": scope.get("http_version", "1.1"),
         }
@@ -267,7 +269,9 @@ class ServerTelemetry:
         cancel_reason = "expired_on_arrival" if budget <= 0 else None
 
         start = time.perf_counter()
-        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links)
+        span = start_span(
+            self._tracer, method, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links
+        )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         corr_token = correlation_id.set(corr)
         span_ctx = span.get_span_context()
@@ -335,7 +339,7 @@ class ServerTelemetry:
                 # Expected when a caller gave up: counted and on the span, never an ERROR log line.
                 self._cancellations.add(1, self._cancel_attrs[cancel_reason])
                 end_attrs["otel_dist.cancel.reason"] = cancel_reason
-            span.set_attributes(end_attrs)
+            set_clean_attributes(span, end_attrs)
             span.end()
             key = (method, scheme, template, status, error_type)
             metric_attrs = self._attr_cache.get(key)
@@ -353,10 +357,10 @@ class ServerTelemetry:
                 self._sink.emit(
                     30 if status >= 500 and cancel_reason is None else 20,
                     ACCESS_LOGGER,
-                    f"{method} {template or attributes['url.path']} {status}",
+                    f"{method} {template or url_path} {status}",
                     {
                         "http.request.method": method,
-                        "url.path": attributes["url.path"],
+                        "url.path": url_path,
                         "http.route": template,
                         "http.response.status_code": status,
                         "duration_ms": round(duration * 1000, 3),

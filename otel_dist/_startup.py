@@ -10,7 +10,11 @@ every launch path:
   the app would serve with no telemetry; :func:`exit_now` stops it instead;
 - a FastAPI lifespan: uvicorn catches the error, logs it (to our JSON lines on
   stdout, or stderr under the wrapper) and exits with status 3; :func:`wrap_lifespan`
-  prints the line to stderr at exit, after uvicorn's own messages.
+  prints the line to stderr at exit, after uvicorn's own messages;
+- ``uvicorn --workers N`` at import: a worker's uncaught error would print a traceback
+  and the supervisor would restart it forever; :func:`worker_exit` prints the line and
+  exits the worker with uvicorn's STARTUP_FAILURE (3), on which the supervisor stops
+  (uvicorn's parent then exits 0 after its own "stopping" lines: its choice, not ours).
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from functools import wraps
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+STARTUP_FAILURE = 3  # uvicorn's (and gunicorn's boot-error) exit status: the supervisor stops, no restart
 
 _installed = False
 _lock = threading.Lock()
@@ -85,6 +94,30 @@ def exit_now(error: BaseException) -> NoReturn:
     """Print the line and end the process (the wrapper's sitecustomize: nothing is set up yet)."""
     _write(line(error))
     os._exit(1)
+
+
+def _in_uvicorn_worker() -> bool:
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None and "uvicorn.supervisors.multiprocess" in sys.modules
+
+
+def worker_exit(entry_point: Callable[P, R]) -> Callable[P, R]:
+    """In a ``uvicorn --workers`` child, a ConfigError from `entry_point` ends the worker with the line and
+    status 3 (so the supervisor stops instead of restarting it forever); elsewhere it propagates unchanged."""
+
+    @wraps(entry_point)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return entry_point(*args, **kwargs)
+        except Exception as error:
+            found = _config_error_in(error)
+            if found is None or not _in_uvicorn_worker():
+                raise
+            _write(line(found))
+            raise SystemExit(STARTUP_FAILURE) from None
+
+    return guarded
 
 
 def wrap_lifespan(lifespan: Callable[[Any], Any]) -> Callable[[Any], Any]:

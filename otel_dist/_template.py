@@ -51,6 +51,7 @@ from ._redact import redact_url
 from ._resilience import ServiceClient, breaker_states
 from ._server import ASGIApp
 from ._settings import ConfigError, Settings, load_settings, service_url, service_url_variable
+from ._startup import worker_exit
 from ._web import instrument_app
 
 __all__ = ["create_app", "downstream"]
@@ -59,6 +60,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 _log = get_logger("otel_dist.service")
 
 
+@worker_exit
 def create_app(
     name: str,
     *,

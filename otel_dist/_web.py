@@ -14,10 +14,12 @@ from fastapi import FastAPI, Request, Response
 from ._auth import auth_layers, publish_auth_state
 from ._bootstrap import Telemetry, bootstrap
 from ._instrumentation import MiddlewareFactory, app_middleware
+from ._startup import worker_exit
 
 __all__ = ["instrument_app"]
 
 
+@worker_exit
 def instrument_app(
     app: FastAPI,
     *,

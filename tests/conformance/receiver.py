@@ -6,16 +6,23 @@ and the message as JSON (``MessageToDict``).  ``GET /records`` returns them all.
 HTTP paths are free (per-signal endpoints are used as given): the signal is the one
 named in the path (``trace``, ``metric`` or ``log``).
 
-    python -m tests.conformance.receiver --http-port 4318 --grpc-port 4317
+    python -m tests.conformance.receiver --http-port 4318 --grpc-port 4317 \
+        [--tls-dir DIR --https-port 4319 --grpcs-port 4316]
+
+With ``--tls-dir`` (``certs.make``) it also listens with mutual TLS: HTTPS and gRPC, both requiring a
+client certificate signed by the directory's CA; those records say ``https`` / ``grpcs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
+import ssl
 import threading
 import zlib
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -65,7 +72,7 @@ async def export(request: Request) -> Response:
     message.ParseFromString(body)
     _keep(
         {
-            "transport": "http",
+            "transport": request.url.scheme,
             "path": path,
             "signal": signal,
             "headers": {k.lower(): v for k, v in request.headers.items()},
@@ -81,14 +88,14 @@ async def records(request: Request) -> JSONResponse:
         return JSONResponse(list(_records))
 
 
-def _servicer(base: type, signal: str) -> Any:
+def _servicer(base: type, signal: str, transport: str) -> Any:
     _request_class, response_class = REQUESTS[signal]
 
     class Servicer(base):  # type: ignore[misc, valid-type]
         def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
             _keep(
                 {
-                    "transport": "grpc",
+                    "transport": transport,
                     "path": f"{signal}/Export",
                     "signal": signal,
                     "headers": {k: v for k, v in context.invocation_metadata()},
@@ -101,18 +108,27 @@ def _servicer(base: type, signal: str) -> Any:
     return Servicer()
 
 
-def serve_grpc(port: int) -> grpc.Server:
+def serve_grpc(port: int, tls: Path | None = None) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    transport = "grpcs" if tls else "grpc"
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-        _servicer(trace_service_pb2_grpc.TraceServiceServicer, "traces"), server
+        _servicer(trace_service_pb2_grpc.TraceServiceServicer, "traces", transport), server
     )
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-        _servicer(metrics_service_pb2_grpc.MetricsServiceServicer, "metrics"), server
+        _servicer(metrics_service_pb2_grpc.MetricsServiceServicer, "metrics", transport), server
     )
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
-        _servicer(logs_service_pb2_grpc.LogsServiceServicer, "logs"), server
+        _servicer(logs_service_pb2_grpc.LogsServiceServicer, "logs", transport), server
     )
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is None:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [((tls / "server.key").read_bytes(), (tls / "server.pem").read_bytes())],
+            root_certificates=(tls / "ca.pem").read_bytes(),
+            require_client_auth=True,
+        )
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
     server.start()
     return server
 
@@ -124,12 +140,35 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--tls-dir", type=Path, help="certs.make() output: also listen with mutual TLS")
+    parser.add_argument("--https-port", type=int)
+    parser.add_argument("--grpcs-port", type=int)
     args = parser.parse_args()
-    grpc_server = serve_grpc(args.grpc_port)
+    servers = [serve_grpc(args.grpc_port)]
+    configs = [uvicorn.Config(app, host="127.0.0.1", port=args.http_port, log_level="warning")]
+    if args.tls_dir:
+        servers.append(serve_grpc(args.grpcs_port, args.tls_dir))
+        configs.append(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=args.https_port,
+                log_level="warning",
+                ssl_certfile=str(args.tls_dir / "server.pem"),
+                ssl_keyfile=str(args.tls_dir / "server.key"),
+                ssl_ca_certs=str(args.tls_dir / "ca.pem"),
+                ssl_cert_reqs=ssl.CERT_REQUIRED,
+            )
+        )
+
+    async def serve() -> None:  # uvicorn chains its signal handlers: SIGTERM stops both servers
+        await asyncio.gather(*(uvicorn.Server(config).serve() for config in configs))
+
     try:
-        uvicorn.run(app, host="127.0.0.1", port=args.http_port, log_level="warning")
+        asyncio.run(serve())
     finally:
-        grpc_server.stop(0)
+        for server in servers:
+            server.stop(0)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 
 from otel_dist.testing import ServerProcess, free_port
 
-from . import upstream
+from . import certs, upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 EMIT = Path(__file__).with_name("emit.py")
@@ -45,10 +46,14 @@ COMMON = {
 class Receiver:
     def __init__(self, tmp: Path) -> None:
         self.http_port, self.grpc_port = free_port(), free_port()
+        https_port, grpcs_port = free_port(), free_port()
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.grpc = f"http://127.0.0.1:{self.grpc_port}"
+        self.https, self.grpcs = f"https://127.0.0.1:{https_port}", f"https://127.0.0.1:{grpcs_port}"
+        self.certs = certs.make(tmp / "certs")  # mutual TLS: both listeners require a client certificate
         argv = [sys.executable, "-m", "tests.conformance.receiver", "--http-port", str(self.http_port)]
-        argv += ["--grpc-port", str(self.grpc_port)]
+        argv += ["--grpc-port", str(self.grpc_port), "--tls-dir", str(self.certs)]
+        argv += ["--https-port", str(https_port), "--grpcs-port", str(grpcs_port)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = ServerProcess(argv, port=self.http_port, env=env, log_path=str(tmp / "receiver.log"), cwd=str(ROOT))
         self.proc.wait_ready("/records", timeout=60)
@@ -157,7 +162,7 @@ Check = Callable[[Run], None]
 @dataclass
 class Case:
     name: str
-    env: dict[str, str]  # "{http}" / "{grpc}" are the receiver's base URLs
+    env: dict[str, str]  # "{http}", "{grpc}", "{https}", "{grpcs}": the receiver's base URLs; "{certs}": its PEMs
     check: Check
     upstream: str = "same"  # "same": same check; "differs": upstream_check; "otel-dist only": not run upstream
     upstream_check: Check | None = None
@@ -217,6 +222,41 @@ def traces_grpc_logs_http(run: Run) -> None:
         ("logs", "http"),
     }
     assert len(work_spans(run.records)) == 3
+
+
+def all_over_mtls_http(run: Run) -> None:
+    all_signals_arrive(run)
+    assert {r["transport"] for r in run.records} == {"https"}
+
+
+def all_over_mtls_grpc(run: Run) -> None:
+    assert {(r["signal"], r["transport"]) for r in run.records} == {
+        ("traces", "grpcs"),
+        ("metrics", "grpcs"),
+        ("logs", "grpcs"),
+    }
+    assert len(work_spans(run.records)) == 3 and item_logs(run.records) == ["item 0", "item 1", "item 2"]
+
+
+def only_traces_over_mtls(run: Run) -> None:
+    assert {(r["signal"], r["transport"]) for r in run.records} == {
+        ("traces", "https"),
+        ("metrics", "http"),
+        ("logs", "http"),
+    }
+    assert len(work_spans(run.records)) == 3
+
+
+def upstream_bundle_wins_nothing_sent(run: Run) -> None:
+    # requests lets REQUESTS_CA_BUNDLE override Session.verify (psf/requests#3829): the OTel
+    # certificate is ignored, the collector's certificate fails verification, nothing is said.
+    assert run.result.returncode == 0 and run.records == []
+
+
+def untrusted_server_nothing_sent_app_unharmed(run: Run) -> None:
+    assert run.result.returncode == 0, run.result.stderr[-2000:]
+    assert run.records == []
+    assert run.injected.get("traceparent"), run.result.stdout  # the app ran to its end
 
 
 def span_batches_of_two(run: Run) -> None:
@@ -288,6 +328,11 @@ def refused_at_startup(variable: str) -> Check:
     return check
 
 
+MTLS = {  # mutual TLS with the receiver's CA and a client certificate it signed
+    "OTEL_EXPORTER_OTLP_CERTIFICATE": "{certs}/ca.pem",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY": "{certs}/client.key",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "{certs}/client.pem",
+}
 CASES = [
     Case("endpoint", {"OTEL_EXPORTER_OTLP_ENDPOINT": "{http}"}, all_signals_arrive),
     Case(
@@ -338,6 +383,35 @@ CASES = [
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{grpc}",
         },
         traces_grpc_logs_http,
+    ),
+    Case("mtls-http", {"OTEL_EXPORTER_OTLP_ENDPOINT": "{https}", **MTLS}, all_over_mtls_http),
+    Case(
+        "mtls-http-with-requests-ca-bundle",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "{https}", **MTLS, "REQUESTS_CA_BUNDLE": certifi.where()},
+        all_over_mtls_http,
+        upstream="differs",
+        upstream_check=upstream_bundle_wins_nothing_sent,
+    ),
+    Case(
+        "mtls-grpc",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "{grpcs}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", **MTLS},
+        all_over_mtls_grpc,
+    ),
+    Case(
+        "mtls-traces-only",
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "{http}",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{https}/v1/traces",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": "{certs}/ca.pem",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": "{certs}/client.key",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": "{certs}/client.pem",
+        },
+        only_traces_over_mtls,
+    ),
+    Case(
+        "tls-untrusted-server",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "{https}", **MTLS, "OTEL_EXPORTER_OTLP_CERTIFICATE": "{certs}/stranger-ca.pem"},
+        untrusted_server_nothing_sent_app_unharmed,
     ),
     Case(
         "bsp-batch-size",
@@ -405,11 +479,19 @@ CASES = [
 
 def _launch(bin_dir: Path, case: Case, receiver: Receiver, impl: str) -> tuple[str, subprocess.Popen[str]]:
     service = f"conformance-{case.name}-{impl}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SERVICE_", "ENVIRONMENT"))}
+    inherited = ("OTEL_", "SERVICE_", "ENVIRONMENT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # cases set them
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.pop("PYTHONPATH", None)
     env.update(COMMON, OTEL_SERVICE_NAME=service, CONFORMANCE_SPANS=str(case.spans))
     for key, value in {**case.env, **(case.upstream_env if impl == "upstream" else {})}.items():
-        env[key] = value.format(http=receiver.http, grpc=receiver.grpc, service=service)
+        env[key] = value.format(
+            http=receiver.http,
+            grpc=receiver.grpc,
+            https=receiver.https,
+            grpcs=receiver.grpcs,
+            certs=receiver.certs,
+            service=service,
+        )
     if "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
         env.pop("OTEL_SERVICE_NAME")
     argv = [str(bin_dir / "opentelemetry-instrument"), str(bin_dir / "python"), str(EMIT)]

@@ -77,7 +77,9 @@ def test_doctor_passes_against_the_demos_services(tmp_path):
         assert line_of(text, "gateway", "auth").startswith("  PASS  auth") and "public edge" in text
         key = line_of(text, "auth", "auth key")
         assert key.startswith("  PASS") and "hmac key, 64 bytes" in key and "not shown" in key
-        assert line_of(text, "auth", "environment").startswith("  WARN  environment")
+        environment = line_of(text, "auth", "environment")
+        assert environment.startswith("  WARN  environment")
+        assert "fix: use an ENVIRONMENT name outside NON_PRODUCTION_ENVIRONMENTS" in environment
         assert "ENVIRONMENT=demo" in text and "fix: set ENVIRONMENT=production" in text
         assert line_of(text, "orders", "ready").startswith("  PASS  ready") and "database, auth" in text
         assert line_of(text, "gateway", "metrics format").startswith("  PASS")

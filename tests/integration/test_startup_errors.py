@@ -2,7 +2,8 @@
 
 `ConfigError: VARIABLE: ...` and a non-zero exit: plain uvicorn (bootstrap at import),
 `opentelemetry-instrument` (the configurator; upstream would log and serve unobserved),
-and a FastAPI lifespan.
+and a FastAPI lifespan; under ``uvicorn --workers`` each worker prints the line and the supervisor
+stops instead of restarting crashing workers forever.
 """
 
 from __future__ import annotations
@@ -89,3 +90,28 @@ def test_a_config_error_at_startup_is_the_last_stderr_line_and_the_exit_is_non_z
         assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr
     assert "Application startup complete" not in result.stdout + result.stderr  # never served
+
+
+BSP = "ConfigError: OTEL_BSP_MAX_QUEUE_SIZE: invalid value 'lots'; accepted: an integer, 1 to 1000000"
+RETRIES = "ConfigError: client_max_retries= argument: invalid value 'many'; accepted: an integer, 0 to 20"
+
+
+@pytest.mark.parametrize(
+    ("app", "env", "expected"),
+    [
+        ("tests.apps.hello_main:app", {"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, BSP),
+        ("tests.apps.lifespan_error:app", {}, RETRIES),
+    ],
+    ids=["bootstrap", "lifespan"],
+)
+def test_uvicorn_workers_stop_on_a_config_error_instead_of_restarting_forever(app, env, expected):
+    # Without otel-dist's worker exit, the supervisor restarts crashing workers until the timeout.
+    result = run([*uvicorn(app), "--workers", "2"], OTEL_SERVICE_NAME="hello", **env)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ConfigError: ")]
+    assert 1 <= len(errors) <= 2 and set(errors) == {expected}, result.stderr[-3000:]  # once per worker at most
+    assert "failed to start, stopping the parent process" in result.stderr
+    assert " died" not in result.stderr  # no restarts
+    if "lifespan" not in app:  # (a lifespan failure is logged by uvicorn itself, traceback included)
+        assert "Traceback" not in result.stderr
+    # uvicorn's parent exits 0 after stopping its workers (its own choice); the workers exited with 3.
+    assert "Application startup complete" not in result.stdout + result.stderr

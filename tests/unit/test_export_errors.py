@@ -41,7 +41,7 @@ def records():
             logger.removeFilter(f)
 
 
-def install(clock: Clock, endpoint: str = "http://collector:4317") -> None:
+def install(clock: Clock, endpoint: str | dict[str, str | None] = "http://collector:4317") -> None:
     _export_errors.install(endpoint, interval=60, clock=clock)  # replaces the one a bootstrap() installed
 
 
@@ -58,6 +58,7 @@ def test_a_grpc_port_is_named_once_per_signal_then_counted(records):
     assert len(shown) == 2
     assert shown[0].startswith("OTLP traces export to http://collector:4317 failed: this looks like a gRPC port")
     assert "usually port 4318" in shown[0] and "at most every 60 s" in shown[0]
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in shown[0]
     assert shown[1].startswith("OTLP logs export to http://collector:4317 failed: this looks like a gRPC port")
     assert all(r.levelname == "WARNING" for r in records)
 
@@ -66,7 +67,8 @@ def test_a_grpc_port_is_named_once_per_signal_then_counted(records):
     assert records[-1].getMessage() == (
         "OTLP traces export to http://collector:4317 still failing: 20 more failed attempts in the last 60 s "
         "(this looks like a gRPC port: it answers HTTP/1.1 with HTTP/2 frames; OTEL_EXPORTER_OTLP_ENDPOINT "
-        "must be the collector's OTLP/HTTP address (usually port 4318))"
+        "must be the collector's OTLP/HTTP address (usually port 4318), or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
+        "(pip install 'otel-dist[grpc]'))"
     )
     assert len(records) == 3
 
@@ -106,3 +108,18 @@ def test_one_line_per_signal_a_more_telling_cause_once_more_and_other_records_pa
 )
 def test_likely_causes(error, status, expected):
     assert expected in likely_cause(error, status, "http://x:4318")
+
+
+def test_each_signal_is_named_by_its_own_endpoint(records):
+    # (not the logs exporter here: the SDK's DuplicateFilter on its logger drops a repeated format for 20 s)
+    install(Clock(), {"traces": "https://traces.example:4318/v1/traces", "metrics": None, "logs": "http://c:4318"})
+    refused = "HTTPConnectionPool(host='x', port=1): Failed to establish a new connection: [Errno 111]"
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").warning(TRANSIENT, refused, "spans", 1)
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.metric_exporter").warning(
+        TRANSIENT, refused, "metrics", 1
+    )
+    shown = [r.getMessage().split(": nothing listens")[0] for r in records]
+    assert shown == [
+        "OTLP traces export to https://traces.example:4318/v1/traces failed",
+        "OTLP metrics export failed",
+    ]

@@ -71,3 +71,60 @@ def test_json_line_is_one_line_per_record():
     sink.emit(20, "l", "multi\nline", {"k": "v"})
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["message"] == "multi\nline"
+
+
+def _reference_line(sink, levelno, logger_name, message, fields, *, span, created, exc_text, legacy=None):
+    """The line as json.dumps writes the record's dict (what LogSink wrote before its fast path)."""
+    import json
+
+    from otel_dist._logs import _clean, _iso, _level_name
+
+    line = {"timestamp": _iso(created), "level": _level_name(levelno), "logger": logger_name, "message": message}
+    ctx = span.get_span_context() if span is not None else None
+    if ctx is not None and ctx.is_valid:
+        line["trace_id"] = format(ctx.trace_id, "032x")
+        line["span_id"] = format(ctx.span_id, "016x")
+        line["trace_flags"] = format(ctx.trace_flags, "02x")
+    line.update(sink._static)
+    if legacy is not None:
+        line["correlation_id"] = legacy
+    for key, value in _clean(fields).items():
+        line.setdefault(key, value)
+    if exc_text:
+        line["exception"] = exc_text
+    return json.dumps(line, default=str, ensure_ascii=False) + "\n"
+
+
+def test_json_line_is_exactly_what_json_dumps_writes():
+    import io
+    from decimal import Decimal
+
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from otel_dist._logs import LogSink
+    from otel_dist._propagation import correlation_id
+
+    span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1)))
+    cases = [
+        {"http.request.method": "GET", "url.path": '/a"b\\c\n\u00e9\u2028', "http.route": None,
+         "http.response.status_code": 200, "duration_ms": 1.234},
+        {"n": float("nan"), "i": float("inf"), "b": True, "d": Decimal("1.5"), "l": [1, "x"], "m": {"k": object}},
+        {"message": "shadowed", "service.name": "shadowed", "token": "s3cret", "correlation_id": "field"},
+        {"exception": "field", "big": 10**30, "neg": -0.0, "e": 1e300},
+    ]  # fmt: skip
+    for environment in (None, "prod \u00fc"):
+        sink = LogSink(service_name='svc "q"', environment=environment, stream=io.StringIO())
+        for fields in cases:
+            for legacy, exc_text, with_span in (("corr-1", None, True), (None, "Traceback\n  x", False)):
+                sink._stream = io.StringIO()
+                token = correlation_id.set(legacy)
+                try:
+                    sink.emit(20, "otel_dist.access", "GET /a\t\u00e9 200", fields, span=span if with_span else None,
+                              created=1764600000.123456, exc_text=exc_text, export=False)  # fmt: skip
+                finally:
+                    correlation_id.reset(token)
+                expected = _reference_line(
+                    sink, 20, "otel_dist.access", "GET /a\t\u00e9 200", fields,
+                    span=span if with_span else None, created=1764600000.123456, exc_text=exc_text, legacy=legacy,
+                )  # fmt: skip
+                assert sink._stream.getvalue() == expected

@@ -1001,7 +1001,8 @@ class Settings:
         parse=_bool,
         accepts="true or false",
         doc="SQLite statements run on the event loop (a local statement takes microseconds, a hop to aiosqlite's "
-        "thread more); one that finds the file locked waits on that thread; false: every call on the thread",
+        "thread far more), COMMIT and a locked file's wait on that thread; the trade: a slow statement (long scan, "
+        "huge result) holds the loop; false: every call on the thread",
     )
     readiness_timeout: float = _setting(
         "READINESS_CHECK_TIMEOUT",

@@ -4,6 +4,8 @@ Why: aiosqlite runs every call on one worker thread per connection, and SQLAlche
 calls for one ``SELECT`` in a session (cursor, execute, fetchall, close, two rollbacks): six hops to that
 thread and back, each a futex wake, a self-pipe write, an event-loop turn and a GIL hand-over.  A local
 SQLite statement takes microseconds; the hops cost far more than the statement (``benchmarks/chain.py``).
+A COMMIT (journal write, fsync) and the ROLLBACK of writes still go to the worker thread: the disk must
+never stall the loop; a read-only transaction has nothing to commit or roll back.
 
 :class:`InlineConnection` is an ``aiosqlite.Connection`` whose calls run where they are awaited.  The one
 case where SQLite can wait is a lock held by another connection: the connection's busy timeout is 0 on
@@ -46,6 +48,18 @@ class InlineConnection(aiosqlite.Connection):
                 raise
         waiting = partial(_with_busy_timeout, self._connection, self._busy_timeout_ms, partial(fn, *args, **kwargs))
         return await super()._execute(waiting)
+
+    async def commit(self) -> None:
+        # A COMMIT writes the journal and fsyncs (milliseconds on a slow disk): on the worker thread.
+        if self._connection is not None and self._connection.in_transaction:
+            await super()._execute(
+                partial(_with_busy_timeout, self._connection, self._busy_timeout_ms, self._conn.commit)
+            )
+
+    async def rollback(self) -> None:
+        # Nothing to undo after reads (the usual case): inline; undoing writes touches the files: thread.
+        if self._connection is not None and self._connection.in_transaction:
+            await super()._execute(self._conn.rollback)
 
 
 def _with_busy_timeout(connection: sqlite3.Connection, timeout_ms: int, call: Callable[[], Any]) -> Any:

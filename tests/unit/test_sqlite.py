@@ -5,6 +5,7 @@ import sqlite3
 import threading
 import time
 
+import aiosqlite
 import pytest
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
@@ -26,31 +27,38 @@ def fresh_sqlalchemy_instrumentation():
         SQLAlchemyInstrumentor().uninstrument()
 
 
-def threads_running_sqlite(calls: list[str]) -> None:
-    """Record the thread of every sqlite3 call SQLAlchemy makes through the connection."""
-    original = InlineConnection._execute
+def record_calls(inline: list[str], hops: list[str]) -> None:
+    """Record the thread of every call SQLAlchemy makes through the connection, and each hop to aiosqlite's."""
+    original, hop = InlineConnection._execute, aiosqlite.Connection._execute
 
     async def spy(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(threading.current_thread().name)
+        inline.append(threading.current_thread().name)
         return await original(self, fn, *args, **kwargs)
 
+    async def hop_spy(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(getattr(fn, "args", (None, None, fn))[2], "__name__", repr(fn)))
+        return await hop(self, fn, *args, **kwargs)
+
     InlineConnection._execute = spy  # type: ignore[method-assign]
+    aiosqlite.Connection._execute = hop_spy  # type: ignore[method-assign]
 
 
 @pytest.fixture
 def restore_inline():
-    original = InlineConnection._execute
+    original, hop = InlineConnection._execute, aiosqlite.Connection._execute
     yield
     InlineConnection._execute = original  # type: ignore[method-assign]
+    aiosqlite.Connection._execute = hop  # type: ignore[method-assign]
 
 
-async def test_statements_run_on_the_loop_thread_and_read_back(tmp_path, restore_inline):
+async def test_statements_run_on_the_loop_thread_and_commits_on_aiosqlites(tmp_path, restore_inline):
     calls: list[str] = []
+    hops: list[str] = []
     with capture_telemetry() as cap:
         database = Database(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", telemetry=cap.telemetry)
         try:
             await database.create_tables(metadata)
-            threads_running_sqlite(calls)
+            record_calls(calls, hops)
             async with database.sessions() as session:
                 await session.execute(insert(notes).values(text="hello"))
                 await session.commit()
@@ -59,7 +67,8 @@ async def test_statements_run_on_the_loop_thread_and_read_back(tmp_path, restore
         finally:
             await database.close()
     assert [tuple(r) for r in rows] == [(1, "hello")]
-    assert calls and set(calls) == {threading.current_thread().name}  # every call on the loop's thread
+    assert calls and set(calls) == {threading.current_thread().name}  # every statement on the loop's thread
+    assert hops == ["commit"]  # the COMMIT (journal, fsync) went to the worker thread; the read made no hop
     assert sqlite3.connect(tmp_path / "n.db").execute("SELECT text FROM notes").fetchall() == [("hello",)]
 
 

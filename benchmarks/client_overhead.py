@@ -7,11 +7,14 @@ rotated, ``--calls`` sequential GETs each; reported are medians over rounds of w
 call and of client-process CPU µs per call, and the paired per-round difference to bare httpx.
 
     python -m benchmarks.client_overhead [--rounds 15] [--calls 400]
+    python -m benchmarks.client_overhead --count      # function calls per call (deterministic, any load)
+    python -m benchmarks.client_overhead --profile    # cProfile of the ServiceClient calls, by own time
 
 Variants: ``httpx (uninstrumented)`` (instrumentation suppressed: what a plain app pays; the base of the
 differences), ``httpx`` (bare client with the CLIENT span of the selected instrumentation: otel-dist's lean
 one by default, ``OTEL_DIST_CLIENT_INSTRUMENTATION=contrib`` for the contrib one), and ``ServiceClient``
-(logical span, deadline, retry budget, backoff, breaker, metrics, then the same CLIENT span).
+(logical span, deadline, retry budget, backoff, breaker, metrics, the service token header as the example
+services send it (``ServiceTokenAuth``, cached HS256 token), then the same CLIENT span).
 Target (issue 13): ``ServiceClient`` at most +80 µs wall over the uninstrumented call.
 """
 
@@ -93,14 +96,53 @@ async def measure(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, fl
     return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
-async def run(url: str, rounds: int, calls: int) -> dict[str, dict[str, list[float]]]:
+async def count_calls(call: Callable[[], Awaitable[Any]], n: int) -> float:
+    """Python and C function calls per call (``sys.setprofile``; a coroutine resumed counts again)."""
+    count = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal count
+        if event == "call" or event == "c_call":
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(n):
+            await call()
+    finally:
+        sys.setprofile(None)
+    return count / n
+
+
+async def profile_calls(call: Callable[[], Awaitable[Any]], n: int) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        await call()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(45)
+    stats.sort_stats("cumtime").print_stats(45)
+    return out.getvalue()
+
+
+async def run(url: str, rounds: int, calls: int, mode: str = "time") -> dict[str, dict[str, list[float]]]:
     from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
-    from otel_dist import ServiceClient
+    from otel_dist import ServiceClient, ServiceTokenAuth
 
     tel = telemetry()
-    results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in NAMES}
-    async with httpx.AsyncClient(base_url=url) as bare, ServiceClient("bench-upstream", url, telemetry=tel) as client:
+    auth = ServiceTokenAuth("bench-caller", "bench-upstream", secret="benchmark-only-secret-0123456789abcdef")
+    results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "calls": []} for name in NAMES}
+    async with (
+        httpx.AsyncClient(base_url=url) as bare,
+        ServiceClient("bench-upstream", url, auth=auth, telemetry=tel) as client,
+    ):
 
         async def uninstrumented() -> None:
             with suppress_http_instrumentation():
@@ -115,6 +157,13 @@ async def run(url: str, rounds: int, calls: int) -> dict[str, dict[str, list[flo
         variants = dict(zip(NAMES, (uninstrumented, plain, resilient), strict=True))
         for variant in variants.values():  # warm-up: connections, caches, instruments
             await measure(variant, calls // 4 or 1)
+        if mode == "count":
+            for name in NAMES:
+                results[name]["calls"].append(await count_calls(variants[name], calls))
+            rounds = 0
+        elif mode == "profile":
+            print(await profile_calls(resilient, calls))
+            rounds = 0
         for r in range(rounds):
             order = NAMES[r % 3 :] + NAMES[: r % 3]
             for name in order:
@@ -145,17 +194,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--count", action="store_true", help="function calls per call instead of time")
+    parser.add_argument("--profile", action="store_true", help="cProfile of --calls ServiceClient calls")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve)
         return
+    mode = "count" if args.count else "profile" if args.profile else "time"
     proc, url = start_upstream()
     try:
-        results = asyncio.run(run(url, args.rounds, args.calls))
+        results = asyncio.run(run(url, args.rounds, args.calls, mode))
     finally:
         proc.terminate()
         proc.wait(10)
+    if mode == "profile":
+        return
+    if mode == "count":
+        base = results[NAMES[0]]["calls"][0]
+        print(f"function calls per call ({args.calls} calls per variant; a resumed coroutine counts again)")
+        for name in NAMES:
+            n = results[name]["calls"][0]
+            print(f"{name:<24}{n:>10.0f}{n - base:>+10.0f}")
+        return
     print(f"{args.rounds} rounds x {args.calls} sequential GETs per variant, medians; upstream {url} (own process)")
     print(report(results))
 

@@ -28,6 +28,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._lean_histogram import LeanHistogram
+from ._lean_span import set_clean_attributes, start_span
 from ._redact import redact_url
 
 __all__ = [
@@ -44,8 +46,10 @@ RESEND_EXTENSION = "otel_dist.resend_count"
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-_SUPPRESS_KEYS = (otel_context._SUPPRESS_INSTRUMENTATION_KEY, otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+_SUPPRESS_HTTP_KEY = otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
 _MAX_ATTR_SETS = 2048
+_MAX_URLS = 2048
 
 
 def _url_full(url: httpx.URL) -> str:
@@ -66,9 +70,11 @@ class _State:
 
     def __init__(self) -> None:
         self.tracer: trace.Tracer = trace.NoOpTracer()
-        self.duration: Any = None
+        self.duration: LeanHistogram | None = None
         self.hosts: frozenset[tuple[str, int]] = frozenset()
         self.attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # parsed URL -> (url.full, host, port, scheme): the same few URLs are called over and over
+        self.urls: dict[Any, tuple[str, str, int, str]] = {}
         self.lock = threading.Lock()
         # OTEL_PYTHON_(HTTPX_)EXCLUDED_URLS and client header capture (see _capture): None when unset.
         self.excluded: Callable[[str], bool] | None = None
@@ -94,13 +100,16 @@ def configure(
     _state.tracer = tracer
     _state.excluded = excluded
     _state.capture_request, _state.capture_response = capture
-    _state.duration = meter.create_histogram(
-        "http.client.request.duration",
-        unit="s",
-        description="Duration of HTTP client requests.",
-        explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
+    _state.duration = LeanHistogram(
+        meter.create_histogram(
+            "http.client.request.duration",
+            unit="s",
+            description="Duration of HTTP client requests.",
+            explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
+        )
     )
     _state.attrs = {}
+    _state.urls = {}
     _state.hosts = frozenset()
     allow_propagation(*urls)
 
@@ -119,19 +128,29 @@ def propagates_to(url: str) -> bool:
 
 
 def _suppressed() -> bool:
-    get = otel_context.get_value
-    return bool(get(_SUPPRESS_KEYS[0]) or get(_SUPPRESS_KEYS[1]))
+    context = otel_context.get_current()
+    return bool(context.get(_SUPPRESS_KEY) or context.get(_SUPPRESS_HTTP_KEY))
+
+
+def _url_info(url: httpx.URL) -> tuple[str, str, int, str]:
+    """(url.full, server.address, server.port, url.scheme) of `url`, cached by its parsed form."""
+    key = getattr(url, "_uri_reference", None)  # httpx's own parse result: hashable, no re-parsing
+    info = _state.urls.get(key) if key is not None else None
+    if info is None:
+        scheme = url.scheme
+        info = (_url_full(url), url.host, url.port or _DEFAULT_PORTS.get(scheme, 80), scheme)
+        if key is not None and len(_state.urls) < _MAX_URLS:
+            _state.urls[key] = info
+    return info
 
 
 def _start(request: httpx.Request) -> tuple[Any, Any, str, str, int, str]:
-    url = request.url
     method = request.method
     method_attr = method if method in _KNOWN_METHODS else "_OTHER"
-    host = url.host
-    port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+    url_full, host, port, scheme = _url_info(request.url)
     attributes: dict[str, Any] = {
         "http.request.method": method_attr,
-        "url.full": _url_full(url),
+        "url.full": url_full,
         "server.address": host,
         "server.port": port,
     }
@@ -142,12 +161,12 @@ def _start(request: httpx.Request) -> tuple[Any, Any, str, str, int, str]:
         attributes["http.request.resend_count"] = resend
     if _state.capture_request is not None:
         attributes.update(_state.capture_request.attributes(request.headers.raw))
-    span = _state.tracer.start_span(method_attr, kind=SpanKind.CLIENT, attributes=attributes)
+    span = start_span(_state.tracer, method_attr, context=None, kind=SpanKind.CLIENT, attributes=attributes)
     # Current while the transport runs: the duration's exemplar and any log line inside point at it.
     token = otel_context.attach(trace.set_span_in_context(span))
     if (host, port) in _state.hosts:
         propagate.inject(request.headers)
-    return span, token, method_attr, host, port, url.scheme
+    return span, token, method_attr, host, port, scheme
 
 
 def _end(
@@ -178,7 +197,7 @@ def _end(
     if response is not None and _state.capture_response is not None:
         span.set_attributes(_state.capture_response.attributes(response.headers.raw))
     if end:
-        span.set_attributes(end)
+        set_clean_attributes(span, end)
     span.end()
     duration = _state.duration
     if duration is None:
@@ -190,7 +209,7 @@ def _end(
         attrs.update(end)
         if len(_state.attrs) < _MAX_ATTR_SETS:  # bounded: hosts and statuses of one service are few
             _state.attrs[key] = attrs
-    duration.record(elapsed, attrs)
+    duration.record(elapsed, attrs, key)
 
 
 _MARK = "_otel_dist_lean"

@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.metrics import NoOpUpDownCounter
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, TraceFlags
@@ -36,8 +37,27 @@ __all__ = ["LeanSpan", "set_clean_attributes", "start_span"]
 _UNSET = Status(StatusCode.UNSET)
 _NOTHING: tuple[Any, ...] = ()
 _CLEAN = (str, int, float, bool)
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+# (sampled, random trace id) -> flags: one shared object each instead of a new one per span
+_FLAGS = {
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
+
+
+def _no_end_metrics() -> None:
+    pass
+
+
+def _end_metrics(tracer: sdk_trace.Tracer, parent: Any, decision: Any) -> Any:
+    """The SDK's span self-metrics hook, unless its instruments are no-ops (otel-dist's providers: see
+    _providers): then no closure is allocated per span, nor kept alive with it in the export queue."""
+    metrics = tracer._tracer_metrics
+    if isinstance(getattr(metrics, "_live_spans", None), NoOpUpDownCounter):
+        return _no_end_metrics
+    return metrics.start_span(parent, decision)
 
 
 class LeanSpan(sdk_trace.Span):
@@ -103,10 +123,8 @@ def start_span(
     links = links or _NOTHING
     result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
     decision = result.decision
-    flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
     random_id = tracer.id_generator.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
-    if random_id:
-        flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+    flags = _FLAGS[decision.is_sampled(), bool(random_id)]
     span_context = trace_api.SpanContext(
         trace_id,
         tracer.id_generator.generate_span_id(),
@@ -114,7 +132,7 @@ def start_span(
         trace_flags=flags,
         trace_state=result.trace_state,
     )
-    record_end_metrics = tracer._tracer_metrics.start_span(parent, decision)
+    record_end_metrics = _end_metrics(tracer, parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
 

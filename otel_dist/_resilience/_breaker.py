@@ -101,6 +101,8 @@ class Breaker:
         self._opened_at = 0.0  # monotonic; pybreaker's own opened_at is wall-clock
         self._probe: Ticket | None = None
         self._pending: list[Transition] = []
+        # Closed with no failure counted: a success would change nothing in pybreaker, so it is not replayed.
+        self._healthy = True
         self.pybreaker = pybreaker.CircuitBreaker(
             fail_max=failure_threshold,
             reset_timeout=reset_timeout,
@@ -158,13 +160,18 @@ class Breaker:
                 self._probe = None
             if outcome == NEUTRAL or ticket.generation != self._generation:
                 return self._drain()
+            if outcome == SUCCESS and self._healthy:
+                return _NO_TRANSITIONS  # nothing pending: transitions are drained under this lock
+            cb = self.pybreaker
             try:
-                self.pybreaker.call(_succeed if outcome == SUCCESS else _fail)
+                cb.call(_succeed if outcome == SUCCESS else _fail)
             except (_UpstreamFailure, pybreaker.CircuitBreakerError):
                 pass
+            self._healthy = outcome == SUCCESS and cb.current_state == pybreaker.STATE_CLOSED and cb.fail_counter == 0
             return self._drain()
 
     def _changed(self, old: str, new: str) -> None:
+        self._healthy = False  # the next success is replayed (and re-checks)
         self._generation += 1
         self._probe = None
         if new == pybreaker.STATE_OPEN:

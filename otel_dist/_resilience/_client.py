@@ -28,7 +28,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import _httpx
 from .._bootstrap import Telemetry, bootstrap
 from .._deadline import HEADER as DEADLINE_HEADER
-from .._deadline import current_request
+from .._deadline import REQUEST
+from .._lean_span import set_clean_attributes, start_span
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, Rejected, Ticket, breaker_for
 from ._budget import budget_for
 from ._errors import CircuitOpenError, ServiceCallError
@@ -204,14 +205,16 @@ class ServiceClient:
         )
         start = time.monotonic()
         deadline = start + self.config.timeout
-        handling = current_request()
+        handling = REQUEST.get()
         if handling is not None:  # inside a request: never past its deadline; stop if its caller leaves
             deadline = min(deadline, handling.deadline)
             handling.watch()
         call = CallState(request, deadline, self.breaker, self.budget)
         self.budget.deposit()
-        span = tel.tracer.start_span(
+        span = start_span(
+            tel.tracer,
             self._span_names.get(method_attr, f"{method_attr} {target}"),
+            context=None,
             kind=SpanKind.INTERNAL,
             attributes={TARGET: target, "http.request.method": method_attr},
         )
@@ -246,7 +249,7 @@ class ServiceClient:
             if error_type is not None:
                 end_attrs["error.type"] = error_type
                 span.set_status(Status(StatusCode.ERROR, error_type))
-            span.set_attributes(end_attrs)
+            set_clean_attributes(span, end_attrs)
             tel.record_call(target, method_attr, outcome, error_type, elapsed)  # exemplar: this call's span
             span.end()
             otel_context.detach(token)
@@ -286,7 +289,8 @@ class ServiceClient:
 
     async def _attempt(self, call: CallState) -> httpx.Response:
         """One attempt: breaker admission, a connection slot, attempt timeout, auth, instrumented transport."""
-        if call.remaining() <= 0:
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
             raise AttemptFailed(call, give_up="deadline")
         try:
             ticket, transitions = self.breaker.admit()
@@ -295,51 +299,53 @@ class ServiceClient:
             raise AttemptFailed(call, give_up="circuit_open", rejected=rejected) from None
         if transitions:
             self._telemetry.record_transitions(transitions)
-        try:
-            async with asyncio.timeout(call.remaining()):  # queued: bounded by the deadline only
-                await self._slots.acquire()
-        except BaseException as exc:
-            self._record(ticket, NEUTRAL)
-            if isinstance(exc, TimeoutError):
-                raise AttemptFailed(call, give_up="deadline") from None
-            raise
-        try:
-            return await self._send(call, ticket)
-        finally:
-            self._slots.release()
-
-    async def _send(self, call: CallState, ticket: Ticket) -> httpx.Response:
-        budget = min(self.config.attempt_timeout, call.remaining())
-        if budget <= 0:
-            self._record(ticket, NEUTRAL)
-            raise AttemptFailed(call, give_up="deadline")
-        request = call.request
-        resends = call.attempts
-        call.attempts += 1
-        request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
-        # What this attempt will wait for: the upstream can drop the work after that.
-        request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
-        if resends:
-            request.extensions[_httpx.RESEND_EXTENSION] = resends
-            if self._contrib_spans:
-                request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
-        try:
-            async with asyncio.timeout(budget):
-                response = await self._client.send(request, auth=self._auth)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            reason = error_retry_reason(exc)
-            if reason is None:  # a local error (bad URL, consumed stream...): not the upstream's fault
+        slots = self._slots
+        if slots.locked():  # queued: bounded by the deadline only (a free slot is taken without waiting)
+            try:
+                async with asyncio.timeout(remaining):
+                    await slots.acquire()
+            except BaseException as exc:
                 self._record(ticket, NEUTRAL)
-                failure = AttemptFailed(call, give_up="non_retryable", error=exc)
-            else:
-                self._record(ticket, FAILURE)
-                give_up = None if call.replayable else "non_retryable"
-                failure = AttemptFailed(call, reason=reason, give_up=give_up, error=exc)
-            call.last_failure = failure
-            raise failure from exc
-        except BaseException:
-            self._record(ticket, NEUTRAL)  # cancelled by the caller: not the upstream's failure
-            raise
+                if isinstance(exc, TimeoutError):
+                    raise AttemptFailed(call, give_up="deadline") from None
+                raise
+            remaining = call.deadline - time.monotonic()
+        else:
+            await slots.acquire()
+        try:
+            budget = min(self.config.attempt_timeout, remaining)
+            if budget <= 0:
+                self._record(ticket, NEUTRAL)
+                raise AttemptFailed(call, give_up="deadline")
+            request = call.request
+            resends = call.attempts
+            call.attempts += 1
+            request.extensions["timeout"] = {"connect": budget, "read": budget, "write": budget, "pool": budget}
+            # What this attempt will wait for: the upstream can drop the work after that.
+            request.headers[DEADLINE_HEADER] = str(int(budget * 1000))
+            if resends:
+                request.extensions[_httpx.RESEND_EXTENSION] = resends
+                if self._contrib_spans:
+                    request.extensions["trace"] = _resend_marker(resends, call.trace_hook)
+            try:
+                async with asyncio.timeout(budget):
+                    response = await self._client.send(request, auth=self._auth)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                reason = error_retry_reason(exc)
+                if reason is None:  # a local error (bad URL, consumed stream...): not the upstream's fault
+                    self._record(ticket, NEUTRAL)
+                    failure = AttemptFailed(call, give_up="non_retryable", error=exc)
+                else:
+                    self._record(ticket, FAILURE)
+                    give_up = None if call.replayable else "non_retryable"
+                    failure = AttemptFailed(call, reason=reason, give_up=give_up, error=exc)
+                call.last_failure = failure
+                raise failure from exc
+            except BaseException:
+                self._record(ticket, NEUTRAL)  # cancelled by the caller: not the upstream's failure
+                raise
+        finally:
+            slots.release()
         status = response.status_code
         # 4xx neither trips nor heals the breaker; 5xx trips it
         self._record(ticket, SUCCESS if status < 400 else (FAILURE if status >= 500 else NEUTRAL))

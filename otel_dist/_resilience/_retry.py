@@ -169,9 +169,9 @@ def wait_times(*, base: float, max_value: float) -> Generator[float, Any, None]:
 
     Returning (instead of yielding) makes backoff give up: done when the wait would reach the deadline.
     """
-    delays = backoff.expo(base=base, factor=1.0, max_value=max_value)
-    next(delays)  # expo yields once before its first value
     failure: AttemptFailed = yield 0.0  # backoff primes every wait generator with send(None)
+    delays = backoff.expo(base=base, factor=1.0, max_value=max_value)  # after the first failure: calls that
+    next(delays)  # succeed at once (most) never need it; expo yields once before its first value
     while True:
         if failure.retry_after is not None:
             wait = failure.retry_after

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from .._lean_histogram import LeanHistogram
 from .._logs import get_logger
 from ._breaker import STATE_VALUES, Transition, all_breakers
 from ._budget import all_budgets
@@ -44,10 +45,12 @@ class ClientTelemetry:
     def __init__(self, telemetry: Telemetry) -> None:
         meter = telemetry.meter("otel_dist.client")
         self.tracer = telemetry.tracer("otel_dist.client")
-        self.duration = meter.create_histogram(
-            "otel_dist.client.call.duration",
-            unit="s",
-            description="Duration of logical service calls, retries and waits included.",
+        self.duration = LeanHistogram(
+            meter.create_histogram(
+                "otel_dist.client.call.duration",
+                unit="s",
+                description="Duration of logical service calls, retries and waits included.",
+            )
         )
         self.retries = meter.create_counter(
             "otel_dist.client.retries", unit="{retry}", description="Attempts resent after a retryable failure."
@@ -95,7 +98,7 @@ class ClientTelemetry:
             if error_type is not None:
                 build["error.type"] = error_type
             attrs = self._cached(key, build)
-        self.duration.record(seconds, attrs)
+        self.duration.record(seconds, attrs, key)
 
     def record_retry(self, target: str, reason: str) -> None:
         self.retries.add(1, self._cached(("retry", target, reason), {TARGET: target, "otel_dist.retry.reason": reason}))

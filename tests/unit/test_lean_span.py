@@ -116,3 +116,32 @@ def test_links_and_unsampled() -> None:
     assert not span.is_recording() and span.get_span_context().is_valid
     span.end()
     assert off_exporter.get_finished_spans() == ()
+
+
+def test_span_self_metrics_when_the_tracer_has_a_real_meter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """otel-dist's providers switch them off (no-op meter: nothing is allocated per span); a user's provider
+    with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED and a real meter gets the SDK's counts from lean spans too."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_dist._lean_span import _no_end_metrics
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    reader = InMemoryMetricReader()
+    provider, _ = _provider(meter_provider=MeterProvider(metric_readers=[reader]))
+    tracer = provider.get_tracer("t")
+    spans = [start_span(tracer, "GET", context=None, kind=SpanKind.CLIENT, attributes=dict(ATTRS)) for _ in range(3)]
+    spans[0].end()
+
+    def value(name: str) -> int:
+        data = reader.get_metrics_data()
+        assert data is not None
+        metrics = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+        return sum(p.value for m in metrics if m.name == name for p in m.data.data_points)
+
+    assert (value("otel.sdk.span.started"), value("otel.sdk.span.live")) == (3, 2)
+
+    quiet, _ = _provider(meter_provider=NoOpMeterProvider())
+    span = start_span(quiet.get_tracer("t"), "GET", context=None, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
+    assert span._record_end_metrics is _no_end_metrics  # type: ignore[attr-defined]

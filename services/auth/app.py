@@ -31,6 +31,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from otel_dist import ConfigError, DbSession, EncodableStr, Settings, create_app, get_logger
+from services._ttl import TTLCache
 
 log = get_logger("services.auth")
 metadata = MetaData()
@@ -77,6 +78,9 @@ class UserTokens:
 
     def __init__(self, secret: str, *, issuer: str, lifetime: int) -> None:
         self._secret, self.issuer, self.lifetime = secret, issuer, lifetime
+        # Verified claims by token digest until the token's exp: a signed token's claims cannot change, so
+        # introspecting it again need not run PyJWT again (the service tokens' verifier does the same).
+        self._verified: TTLCache[bytes, dict[str, Any]] = TTLCache(10_000)
 
     def issue(self, user_id: int, username: str) -> str:
         now = int(time.time())
@@ -92,6 +96,16 @@ class UserTokens:
         return jwt.encode(claims, self._secret, algorithm="HS256", headers={"typ": "at+jwt"})
 
     def verify(self, token: str) -> dict[str, Any] | None:
+        key = hashlib.blake2b(token.encode(), digest_size=32).digest()
+        claims = self._verified.get(key)
+        if claims is not None:
+            return claims
+        claims = self._decode(token)
+        if claims is not None:
+            self._verified.put(key, claims, float(claims["exp"]) - time.time())
+        return claims
+
+    def _decode(self, token: str) -> dict[str, Any] | None:
         try:
             return jwt.decode(
                 token,

@@ -9,8 +9,9 @@ module-level global, so two apps (or two tests) in one process never share a poo
 - URL: ``DATABASE_URL`` (any async URL SQLAlchemy accepts, e.g.
   ``postgresql+asyncpg://...``), default an SQLite file ``<service>.db`` in the
   working directory (aiosqlite).
-- Spans: opentelemetry-instrumentation-sqlalchemy on ``engine.sync_engine``; every
-  statement is a CLIENT span, child of the request's span.
+- Spans: every statement is a CLIENT span, child of the request's span, plus a ``connect`` span per
+  checkout: otel-dist's (``_db_spans``), or opentelemetry-instrumentation-sqlalchemy's on
+  ``engine.sync_engine`` with ``OTEL_DIST_DB_INSTRUMENTATION=contrib``.
 - Metrics (semantic-convention names, like the seed's ``database_query_duration_seconds``
   and ``database_connections``): ``db.client.operation.duration`` (s; ``db.system.name``,
   ``db.operation.name``, ``error.type``) and ``db.client.connection.count``
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.schema import MetaData
 
+from ._db_spans import trace_engine
 from ._logs import get_logger
 from ._settings import Settings
 from ._sqlite import run_inline
@@ -80,7 +82,7 @@ class Database:
         ):
             run_inline(self.engine.sync_engine)
         if not settings.sdk_disabled and "sqlalchemy" not in settings.disabled_instrumentations:
-            _trace_engine(self.engine, telemetry)
+            _trace_engine(self.engine, telemetry, self.system)
             _measure_engine(self.engine.sync_engine, telemetry.meter("otel_dist.db"), self.system, self.pool_name)
         with suppress_instrumentation():  # readiness probes are not traced
             self._probe = sa_asyncio.create_async_engine(self.url, poolclass=NullPool)
@@ -116,13 +118,16 @@ def _pool_name(url: URL) -> str:
     return Path(url.database).name if url.database and url.database != ":memory:" else "memory"
 
 
-def _trace_engine(engine: AsyncEngine, telemetry: Telemetry) -> None:
-    """Spans from opentelemetry-instrumentation-sqlalchemy; its old-named metric goes to a no-op meter."""
+def _trace_engine(engine: AsyncEngine, telemetry: Telemetry, system: str) -> None:
+    """Statement and connect spans: otel-dist's (``_db_spans``) or opentelemetry-instrumentation-sqlalchemy's."""
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     instrumentor = SQLAlchemyInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
-        return  # create_async_engine is wrapped: this engine is already traced
+        return  # create_async_engine is wrapped (opentelemetry-instrument, or the app): already traced
+    if telemetry.settings.db_instrumentation == "otel-dist":
+        trace_engine(engine.sync_engine, telemetry.tracer("otel_dist.db"), system)
+        return
     instrumentor.instrument(
         # Its declared range stops before SQLAlchemy 2.1, whose event API it uses unchanged
         # (tests/unit/test_db.py); opentelemetry-instrument skips it there, so we attach it here.

@@ -995,6 +995,14 @@ class Settings:
         secret=True,
         doc="default: SQLite file in the working directory",
     )
+    db_instrumentation: str = _setting(
+        "OTEL_DIST_DB_INSTRUMENTATION",
+        default="otel-dist",
+        parse=_choice("otel-dist", "contrib"),
+        accepts="otel-dist, contrib",
+        doc="who makes the database CLIENT spans: otel-dist's lean layer (the same spans; db.operation.name is the "
+        "operation alone, as the conventions say), or opentelemetry-instrumentation-sqlalchemy",
+    )
     sqlite_inline: bool = _setting(
         "DATABASE_SQLITE_INLINE",
         default=True,

@@ -368,6 +368,15 @@ class Settings:
         doc="send the access line as an OTel log record too: only when its span is not exported (default), "
         "always, or never",
     )
+    gc_freeze: bool = _setting(
+        "OTEL_DIST_GC_FREEZE",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="once the app has started, move what start-up allocated out of the cyclic garbage collector's "
+        "reach (gc.freeze): telemetry waiting for export makes collections frequent, and each full one "
+        "would walk every module, route and model again",
+    )
     # --- export ---
     otlp_endpoint: str | None = _setting(
         "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -1004,6 +1004,23 @@ class Settings:
         secret=True,
         doc="default: SQLite file in the working directory",
     )
+    db_instrumentation: str = _setting(
+        "OTEL_DIST_DB_INSTRUMENTATION",
+        default="otel-dist",
+        parse=_choice("otel-dist", "contrib"),
+        accepts="otel-dist, contrib",
+        doc="who makes the database CLIENT spans: otel-dist's lean layer (the same spans; db.operation.name is the "
+        "operation alone, as the conventions say), or opentelemetry-instrumentation-sqlalchemy",
+    )
+    sqlite_inline: bool = _setting(
+        "DATABASE_SQLITE_INLINE",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="SQLite statements run on the event loop (a local statement takes microseconds, a hop to aiosqlite's "
+        "thread far more), COMMIT and a locked file's wait on that thread; the trade: a slow statement (long scan, "
+        "huge result) holds the loop; false: every call on the thread",
+    )
     readiness_timeout: float = _setting(
         "READINESS_CHECK_TIMEOUT",
         default=2.0,

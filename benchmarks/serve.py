@@ -4,6 +4,7 @@
     python -m benchmarks.serve otel-dist --port 8001      # configured by the OTEL_* / SERVICE_* env
     opentelemetry-instrument python -m benchmarks.serve upstream --port 8001   # in .venv-upstream
     python -m benchmarks.serve native --port 8001         # FastAPI's own telemetry (native-noops: no op spans)
+    .venv-logfire/bin/python -m benchmarks.serve logfire --port 8001   # Pydantic Logfire, OTLP to OTEL_* endpoint
 
 The harness (``benchmarks.throughput``) starts these pinned to one core.  With
 ``BENCH_PROFILE=file`` the event loop's thread runs under cProfile (stats dumped at exit).
@@ -69,12 +70,26 @@ def _native(operation_spans: bool) -> tuple[Any, dict[str, Any]]:
     return app, {"log_config": None, "access_log": False}
 
 
+def _logfire() -> tuple[Any, dict[str, Any]]:
+    """Pydantic Logfire as its docs set it up for another OTLP backend: ``configure(send_to_logfire=False)``
+    with OTEL_EXPORTER_OTLP_ENDPOINT (traces, metrics, logs over OTLP/HTTP), ``instrument_fastapi``;
+    its other defaults kept (console output of each span on stdout, scrubbing).  FastAPI's native
+    telemetry is off (Logfire's contrib middleware would switch it off anyway)."""
+    import logfire
+
+    logfire.configure(send_to_logfire=False, service_name=os.environ.get("OTEL_SERVICE_NAME"))
+    app = build_app(native_telemetry=False)
+    logfire.instrument_fastapi(app)
+    return app, {"log_config": None, "access_log": False}
+
+
 SCENARIOS = {
     "plain": _plain,
     "otel-dist": _otel_dist,
     "upstream": _upstream,
     "native": lambda: _native(True),
     "native-noops": lambda: _native(False),
+    "logfire": _logfire,
 }
 
 

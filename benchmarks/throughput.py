@@ -16,6 +16,7 @@ stopped exporting cannot look fast.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import auth_support, upstream_env
+from benchmarks import auth_support, logfire_env, upstream_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = "0"
@@ -56,10 +57,13 @@ def import_dir() -> Path:
     Not the repository root: its ``otel_dist.egg-info`` would register otel-dist's
     distro entry point in the upstream venv too.
     """
-    path = Path(tempfile.gettempdir()) / "otel-dist-bench-path"
+    # One directory per checkout: several work trees on one machine must not run each other's harness.
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"otel-dist-bench-path-{digest}"
     link = path / "benchmarks"
     path.mkdir(exist_ok=True)
-    if not link.exists():
+    if not link.is_symlink() or link.resolve() != (ROOT / "benchmarks").resolve():
+        link.unlink(missing_ok=True)
         link.symlink_to(ROOT / "benchmarks", target_is_directory=True)
     return path
 
@@ -82,8 +86,11 @@ class Scenario:
     auth: bool = False
     endpoint: str = "sink"  # "sink", "down" or "none"
     native: str | None = None  # benchmarks.serve scenario for FastAPI's own telemetry
+    logfire: bool = False  # Pydantic Logfire, in its own venv
 
     def command(self, port: int) -> list[str]:
+        if self.logfire:
+            return [str(logfire_env.python()), "-m", "benchmarks.serve", "logfire", "--port", str(port)]
         if self.upstream:
             wrapper, python = str(upstream_env.instrument_command()), str(upstream_env.python())
             return [wrapper, python, "-m", "benchmarks.serve", "upstream", "--port", str(port)]
@@ -92,13 +99,15 @@ class Scenario:
 
     def env(self, sink_port: int, down_port: int) -> dict[str, str]:
         env = base_env()
-        if not (self.otel_dist or self.upstream or self.native):
+        if not (self.otel_dist or self.upstream or self.native or self.logfire):
             return env
         env["OTEL_SERVICE_NAME"] = auth_support.SERVICE
         if self.endpoint != "none":
             port = sink_port if self.endpoint == "sink" else down_port
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
-        if self.upstream or self.native:
+        if self.logfire:
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+        elif self.upstream or self.native:
             env.update(
                 OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                 OTEL_TRACES_EXPORTER="otlp",
@@ -150,6 +159,14 @@ def scenarios(auth: bool) -> dict[str, Scenario]:
             "as FastAPI native telemetry, with operation_spans=False",
             otel_dist=False,
             native="native-noops",
+        ),
+        Scenario(
+            "logfire",
+            "Pydantic Logfire",
+            "logfire 5.4.0: configure(send_to_logfire=False) + instrument_fastapi, traces/metrics/logs by "
+            "OTLP/HTTP to the same sink; its defaults otherwise (each span printed on stdout, scrubbing)",
+            otel_dist=False,
+            logfire=True,
         ),
         Scenario(
             "down",
@@ -391,6 +408,8 @@ def run(
     chosen = [table[k] for k in (keys or list(table)) if k in table]
     if any(s.upstream for s in chosen):
         upstream_env.ensure()
+    if any(s.logfire for s in chosen):
+        logfire_env.ensure()
     headers = [f"Authorization: Bearer {auth_support.token(lifetime=86400)}"] if has_auth else []
     runs: dict[str, list[Run]] = {s.key: [] for s in chosen}
     down_port = free_port()  # nothing listens there
@@ -456,6 +475,8 @@ def summarize(chosen: list[Scenario], runs: dict[str, list[Run]], has_auth: bool
         out["down_vs_up"] = med["down"] / med["full"]
     if "native_noops" in med and "full" in med:
         out["full_vs_native_noops"] = med["full"] / med["native_noops"]
+    if "logfire" in med and "full" in med:
+        out["full_vs_logfire"] = med["full"] / med["logfire"]
     return out
 
 
@@ -480,6 +501,8 @@ def report(summary: dict[str, Any]) -> str:
         lines.append(
             f"\notel-dist full / FastAPI native, operation spans off: **{summary['full_vs_native_noops']:.2f}x**"
         )
+    if "full_vs_logfire" in summary:
+        lines.append(f"\notel-dist full / Pydantic Logfire: **{summary['full_vs_logfire']:.2f}x**")
     return "\n".join(lines)
 
 
@@ -496,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--scenarios", help="comma list of: plain, full, noauth, upstream, down")
+    parser.add_argument(
+        "--scenarios", help="comma list of: plain, full, noauth, upstream, native, native_noops, logfire, down"
+    )
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args(argv)
     keys = args.scenarios.split(",") if args.scenarios else None

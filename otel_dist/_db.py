@@ -9,12 +9,15 @@ module-level global, so two apps (or two tests) in one process never share a poo
 - URL: ``DATABASE_URL`` (any async URL SQLAlchemy accepts, e.g.
   ``postgresql+asyncpg://...``), default an SQLite file ``<service>.db`` in the
   working directory (aiosqlite).
-- Spans: opentelemetry-instrumentation-sqlalchemy on ``engine.sync_engine``; every
-  statement is a CLIENT span, child of the request's span.
+- Spans: every statement is a CLIENT span, child of the request's span, plus a ``connect`` span per
+  checkout: otel-dist's (``_db_spans``), or opentelemetry-instrumentation-sqlalchemy's on
+  ``engine.sync_engine`` with ``OTEL_DIST_DB_INSTRUMENTATION=contrib``.
 - Metrics (semantic-convention names, like the seed's ``database_query_duration_seconds``
   and ``database_connections``): ``db.client.operation.duration`` (s; ``db.system.name``,
   ``db.operation.name``, ``error.type``) and ``db.client.connection.count``
   (``db.client.connection.state`` idle/used, ``db.client.connection.pool.name``).
+- SQLite (``sqlite+aiosqlite``): statements run on the event loop's thread, a locked file waits on
+  aiosqlite's worker thread (``_sqlite``; ``DATABASE_SQLITE_INLINE=false``: every call on that thread).
 - Readiness: :meth:`Database.ping` runs ``SELECT 1`` on a fresh connection (not a
   pooled one, which can outlive a deleted or moved SQLite file), untraced, one at a
   time: however many probes arrive, they hold at most one connection.
@@ -24,22 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy.ext.asyncio as sa_asyncio
 from fastapi import Depends, Request
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.metrics import Meter, NoOpMeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeterProvider, Observation
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.schema import MetaData
 
+from ._db_spans import trace_engine
 from ._logs import get_logger
 from ._settings import Settings
+from ._sqlite import run_inline
 
 if TYPE_CHECKING:
     from ._bootstrap import Telemetry
@@ -70,8 +75,14 @@ class Database:
         self.system = _SYSTEMS.get(self.url.get_backend_name(), self.url.get_backend_name())
         self.pool_name = _pool_name(self.url)
         settings = telemetry.settings
+        if (
+            settings.sqlite_inline
+            and self.url.get_backend_name() == "sqlite"
+            and self.url.get_driver_name() == "aiosqlite"
+        ):
+            run_inline(self.engine.sync_engine)
         if not settings.sdk_disabled and "sqlalchemy" not in settings.disabled_instrumentations:
-            _trace_engine(self.engine, telemetry)
+            _trace_engine(self.engine, telemetry, self.system)
             _measure_engine(self.engine.sync_engine, telemetry.meter("otel_dist.db"), self.system, self.pool_name)
         with suppress_instrumentation():  # readiness probes are not traced
             self._probe = sa_asyncio.create_async_engine(self.url, poolclass=NullPool)
@@ -107,13 +118,16 @@ def _pool_name(url: URL) -> str:
     return Path(url.database).name if url.database and url.database != ":memory:" else "memory"
 
 
-def _trace_engine(engine: AsyncEngine, telemetry: Telemetry) -> None:
-    """Spans from opentelemetry-instrumentation-sqlalchemy; its old-named metric goes to a no-op meter."""
+def _trace_engine(engine: AsyncEngine, telemetry: Telemetry, system: str) -> None:
+    """Statement and connect spans: otel-dist's (``_db_spans``) or opentelemetry-instrumentation-sqlalchemy's."""
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     instrumentor = SQLAlchemyInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
-        return  # create_async_engine is wrapped: this engine is already traced
+        return  # create_async_engine is wrapped (opentelemetry-instrument, or the app): already traced
+    if telemetry.settings.db_instrumentation == "otel-dist":
+        trace_engine(engine.sync_engine, telemetry.tracer("otel_dist.db"), system)
+        return
     instrumentor.instrument(
         # Its declared range stops before SQLAlchemy 2.1, whose event API it uses unchanged
         # (tests/unit/test_db.py); opentelemetry-instrument skips it there, so we attach it here.
@@ -133,14 +147,21 @@ def _measure_engine(engine: Engine, meter: Meter, system: str, pool_name: str) -
     duration = meter.create_histogram(
         "db.client.operation.duration", unit="s", description="Duration of database client operations."
     )
-    connections = meter.create_up_down_counter(
+    idle = {"db.client.connection.state": "idle", "db.client.connection.pool.name": pool_name}
+    used = {"db.client.connection.state": "used", "db.client.connection.pool.name": pool_name}
+    counts = {"idle": 0, "used": 0}
+
+    # Observed at collection time: the pool events below only move plain ints; four SDK adds per
+    # checkout/checkin cost more than the statement itself (benchmarks/chain.py).
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        return (Observation(counts["idle"], idle), Observation(counts["used"], used))
+
+    meter.create_observable_up_down_counter(
         "db.client.connection.count",
+        callbacks=[observe],
         unit="{connection}",
         description="The number of connections that are currently in the state described by the state attribute.",
     )
-    idle = {"db.client.connection.state": "idle", "db.client.connection.pool.name": pool_name}
-    used = {"db.client.connection.state": "used", "db.client.connection.pool.name": pool_name}
-    counts = {"idle": idle, "used": used}
     op_attrs: dict[tuple[str, str | None], dict[str, str]] = {}
 
     def attrs(operation: str, error: str | None) -> dict[str, str]:
@@ -178,9 +199,9 @@ def _measure_engine(engine: Engine, meter: Meter, system: str, pool_name: str) -
         if old == new:
             return
         if old in counts:
-            connections.add(-1, counts[old])
+            counts[old] -= 1
         if new in counts:
-            connections.add(1, counts[new])
+            counts[new] += 1
         record.info[_STATE_KEY] = new
 
     @event.listens_for(engine, "connect")

@@ -13,6 +13,7 @@ so no route is scanned twice, and a 404 never adds a series.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import weakref
@@ -58,6 +59,24 @@ async def _answer_deadline_exceeded(send: Send) -> None:
 
 async def _expired_on_arrival(scope: Scope, receive: Receive, send: Send) -> None:
     await _answer_deadline_exceeded(send)
+
+
+def _freeze_after_startup(send: Send) -> Send:
+    """``send`` of the lifespan: freezes the garbage collector's view once start-up completed.
+
+    Spans and log records queued for export survive long enough to trigger collections (plain
+    FastAPI triggers none), and a full collection walks every object of the process: in the
+    benchmark server ~7% of its CPU, half of it after gc.freeze() (``BENCH_GC_STATS=1``).
+    Frozen objects are still freed when nothing refers to them; only cycles among them are not.
+    """
+
+    async def wrapped(message: Message) -> None:
+        if message.get("type") == "lifespan.startup.complete":
+            gc.collect()
+            gc.freeze()
+        await send(message)
+
+    return wrapped
 
 
 class ActiveRequests:
@@ -152,6 +171,7 @@ class ServerTelemetry:
         # caller's when it is shorter (never longer: a caller cannot extend this service's work).
         self._public = public
         self._request_timeout = settings.request_timeout
+        self._gc_freeze = settings.gc_freeze
         self._tracer = tracer
         self._sink = sink
         self._untraced = frozenset(settings.untraced_paths)
@@ -185,6 +205,9 @@ class ServerTelemetry:
         self._attr_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._gc_freeze:
+            await self.app(scope, receive, _freeze_after_startup(send))
+            return
         if (
             scope["type"] != "http"
             or scope["path"] in self._untraced

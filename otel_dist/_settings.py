@@ -368,6 +368,15 @@ class Settings:
         doc="send the access line as an OTel log record too: only when its span is not exported (default), "
         "always, or never",
     )
+    gc_freeze: bool = _setting(
+        "OTEL_DIST_GC_FREEZE",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="once the app has started, move what start-up allocated out of the cyclic garbage collector's "
+        "reach (gc.freeze): telemetry waiting for export makes collections frequent, and each full one "
+        "would walk every module, route and model again",
+    )
     # --- export ---
     otlp_endpoint: str | None = _setting(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -994,6 +1003,23 @@ class Settings:
         accepts="a SQLAlchemy async URL",
         secret=True,
         doc="default: SQLite file in the working directory",
+    )
+    db_instrumentation: str = _setting(
+        "OTEL_DIST_DB_INSTRUMENTATION",
+        default="otel-dist",
+        parse=_choice("otel-dist", "contrib"),
+        accepts="otel-dist, contrib",
+        doc="who makes the database CLIENT spans: otel-dist's lean layer (the same spans; db.operation.name is the "
+        "operation alone, as the conventions say), or opentelemetry-instrumentation-sqlalchemy",
+    )
+    sqlite_inline: bool = _setting(
+        "DATABASE_SQLITE_INLINE",
+        default=True,
+        parse=_bool,
+        accepts="true or false",
+        doc="SQLite statements run on the event loop (a local statement takes microseconds, a hop to aiosqlite's "
+        "thread far more), COMMIT and a locked file's wait on that thread; the trade: a slow statement (long scan, "
+        "huge result) holds the loop; false: every call on the thread",
     )
     readiness_timeout: float = _setting(
         "READINESS_CHECK_TIMEOUT",

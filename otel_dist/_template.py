@@ -30,7 +30,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -159,10 +159,11 @@ def create_app(
     return instrument_app(app, telemetry=tel, middleware=layers, auth=not public, public=public)
 
 
-def downstream(target: str) -> Callable[[Request], ServiceClient]:
+def downstream(target: str) -> Callable[[Request], Awaitable[ServiceClient]]:
     """FastAPI dependency factory: the app's :class:`ServiceClient` for `target` (declared in ``downstreams``)."""
 
-    def client(request: Request) -> ServiceClient:
+    # async: FastAPI runs a plain-def dependency in its thread pool (a thread handoff per request).
+    async def client(request: Request) -> ServiceClient:
         clients: dict[str, ServiceClient] = getattr(request.app.state, "clients", {})
         try:
             return clients[target]

@@ -167,8 +167,10 @@ def _add_jwks_route(app: Any, config: AuthConfig) -> None:
     app.add_route(JWKS_PATH, jwks, methods=["GET"], include_in_schema=False)
 
 
-def calling_service(request: Request) -> ServiceIdentity:
+async def calling_service(request: Request) -> ServiceIdentity:
     """FastAPI dependency: the verified calling service of this request.
+
+    (async: FastAPI would run a plain-def dependency in its thread pool.)
 
     With auth disabled (an explicit opt-out) it returns an unverified
     ``anonymous`` identity (``verified=False``); on an exempt path, where no

@@ -27,10 +27,11 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from otel_dist import ConfigError, DbSession, EncodableStr, Settings, create_app, get_logger
+from services._ttl import TTLCache
 
 log = get_logger("services.auth")
 metadata = MetaData()
@@ -77,6 +78,9 @@ class UserTokens:
 
     def __init__(self, secret: str, *, issuer: str, lifetime: int) -> None:
         self._secret, self.issuer, self.lifetime = secret, issuer, lifetime
+        # Verified claims by token digest until the token's exp: a signed token's claims cannot change, so
+        # introspecting it again need not run PyJWT again (the service tokens' verifier does the same).
+        self._verified: TTLCache[bytes, dict[str, Any]] = TTLCache(10_000)
 
     def issue(self, user_id: int, username: str) -> str:
         now = int(time.time())
@@ -92,6 +96,16 @@ class UserTokens:
         return jwt.encode(claims, self._secret, algorithm="HS256", headers={"typ": "at+jwt"})
 
     def verify(self, token: str) -> dict[str, Any] | None:
+        key = hashlib.blake2b(token.encode(), digest_size=32).digest()
+        claims = self._verified.get(key)
+        if claims is not None:
+            return claims
+        claims = self._decode(token)
+        if claims is not None:
+            self._verified.put(key, claims, float(claims["exp"]) - time.time())
+        return claims
+
+    def _decode(self, token: str) -> dict[str, Any] | None:
         try:
             return jwt.decode(
                 token,
@@ -121,7 +135,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def tokens(request: Request) -> UserTokens:
+async def tokens(request: Request) -> UserTokens:  # async: a def dependency runs in the thread pool
     issuer: UserTokens = request.app.state.user_tokens
     return issuer
 
@@ -176,9 +190,13 @@ async def login(body: Credentials, session: DbSession, issuer: Tokens) -> Access
     return AccessToken(access_token=issuer.issue(row.id, row.username), expires_in=issuer.lifetime)
 
 
+# Built once: the read path's statement (SQLAlchemy caches its compiled form; this also skips rebuilding it).
+USER_BY_ID = select(users.c.id, users.c.username).where(users.c.id == bindparam("user_id"))
+
+
 @app.get("/users/{user_id}", responses={404: {"description": "No such user"}})
 async def get_user(user_id: Annotated[int, Path(gt=0, le=2**31 - 1)], session: DbSession) -> User:
-    row = (await session.execute(select(users.c.id, users.c.username).where(users.c.id == user_id))).first()
+    row = (await session.execute(USER_BY_ID, {"user_id": user_id})).first()
     if row is None:
         raise HTTPException(404, "no such user")
     return User(id=row.id, username=row.username)

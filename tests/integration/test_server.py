@@ -227,3 +227,26 @@ def test_access_line_becomes_an_otel_log_record_only_when_needed(mode, sampler, 
         assert len([e for e in cap.log_lines() if e["logger"] == "otel_dist.access"]) == 1
         # The application's own log lines are always exported.
         assert [r.log_record.body for r in cap.otel_logs()].count("saying hello") == 1
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_garbage_collector_frozen_once_the_app_started(freeze):
+    """OTEL_DIST_GC_FREEZE (default true): what start-up allocated leaves the cyclic collector's reach."""
+    import gc
+
+    from otel_dist.testing import capture_telemetry
+
+    gc.unfreeze()
+    env = {} if freeze else {"OTEL_DIST_GC_FREEZE": "false"}
+    try:
+        with capture_telemetry(env, service_name="test-svc", auth_enabled=False) as cap:
+            assert cap.telemetry.settings.gc_freeze is freeze
+            with serve_app(build_app()) as base:
+                assert get(f"{base}/hello/ada").status_code == 200
+                frozen = gc.get_freeze_count()
+        if freeze:
+            assert frozen > 10_000  # the modules, routes and models loaded so far
+        else:
+            assert frozen == 0
+    finally:
+        gc.unfreeze()

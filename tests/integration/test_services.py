@@ -238,6 +238,22 @@ def test_one_user_cannot_take_the_gateway_out_for_everyone(services):
     assert breaker_openings(services) == opened_before
 
 
+def test_introspection_answers_the_same_for_a_token_seen_before_and_never_for_a_forged_one(services):
+    """auth keeps verified user tokens until their exp: asking again answers the same; a changed token is new."""
+    token = sign_up(services, "intro")["authorization"].split()[1]
+    admin = services.admin("auth")
+    first, again = (httpx.post(f"{services.auth.url}/introspect", json={"token": token}, auth=admin) for _ in "ab")
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert first.json()["active"] is True and first.json()["username"].startswith("intro-")
+    header, claims, signature = token.split(".")
+    forged_sig = signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")
+    other_claims = claims[:-2] + ("AA" if claims[-2:] != "AA" else "BB")
+    for forged in (f"{header}.{claims}.{forged_sig}", f"{header}.{other_claims}.{signature}", token + "x"):
+        answer = httpx.post(f"{services.auth.url}/introspect", json={"token": forged}, auth=admin)
+        assert answer.status_code == 200 and answer.json() == {"active": False}, forged
+
+
 def test_non_encodable_input_is_a_4xx_never_a_500(services):
     """Lone surrogates (valid JSON escapes, not valid Unicode) in values and in keys."""
     json_headers = {"content-type": "application/json"}

@@ -1,0 +1,135 @@
+"""SQLite on the event loop's thread: no hop per call; a locked file waits on the worker thread, not the loop."""
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import aiosqlite
+import pytest
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy.exc import OperationalError
+
+from otel_dist import Database
+from otel_dist._sqlite import InlineConnection
+from otel_dist.testing import capture_telemetry
+
+metadata = MetaData()
+notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String(100)))
+
+
+@pytest.fixture(autouse=True)
+def fresh_sqlalchemy_instrumentation():
+    """The contrib instrumentor keeps the tracer of its first instrument(); each test gets its own."""
+    yield
+    if SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+        SQLAlchemyInstrumentor().uninstrument()
+
+
+def record_calls(inline: list[str], hops: list[str]) -> None:
+    """Record the thread of every call SQLAlchemy makes through the connection, and each hop to aiosqlite's."""
+    original, hop = InlineConnection._execute, aiosqlite.Connection._execute
+
+    async def spy(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        inline.append(threading.current_thread().name)
+        return await original(self, fn, *args, **kwargs)
+
+    async def hop_spy(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(getattr(fn, "args", (None, None, fn))[2], "__name__", repr(fn)))
+        return await hop(self, fn, *args, **kwargs)
+
+    InlineConnection._execute = spy  # type: ignore[method-assign]
+    aiosqlite.Connection._execute = hop_spy  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def restore_inline():
+    original, hop = InlineConnection._execute, aiosqlite.Connection._execute
+    yield
+    InlineConnection._execute = original  # type: ignore[method-assign]
+    aiosqlite.Connection._execute = hop  # type: ignore[method-assign]
+
+
+async def test_statements_run_on_the_loop_thread_and_commits_on_aiosqlites(tmp_path, restore_inline):
+    calls: list[str] = []
+    hops: list[str] = []
+    with capture_telemetry() as cap:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", telemetry=cap.telemetry)
+        try:
+            await database.create_tables(metadata)
+            record_calls(calls, hops)
+            async with database.sessions() as session:
+                await session.execute(insert(notes).values(text="hello"))
+                await session.commit()
+            async with database.sessions() as session:
+                rows = (await session.execute(select(notes.c.id, notes.c.text))).all()
+        finally:
+            await database.close()
+    assert [tuple(r) for r in rows] == [(1, "hello")]
+    assert calls and set(calls) == {threading.current_thread().name}  # every statement on the loop's thread
+    assert hops == ["commit"]  # the COMMIT (journal, fsync) went to the worker thread; the read made no hop
+    assert sqlite3.connect(tmp_path / "n.db").execute("SELECT text FROM notes").fetchall() == [("hello",)]
+
+
+async def test_a_locked_file_waits_off_the_loop_then_succeeds(tmp_path):
+    path = tmp_path / "locked.db"
+    with capture_telemetry() as cap:
+        database = Database(f"sqlite+aiosqlite:///{path}", telemetry=cap.telemetry)
+        try:
+            await database.create_tables(metadata)
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")  # another process's writer, say
+
+            async def write() -> None:
+                async with database.sessions() as session:
+                    await session.execute(insert(notes).values(text="after the lock"))
+                    await session.commit()
+
+            writer = asyncio.create_task(write())
+            ticks, started = 0, time.monotonic()
+            while time.monotonic() - started < 0.5:  # the loop keeps running while the write waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not writer.done()
+            holder.execute("COMMIT")
+            await asyncio.wait_for(writer, 30)
+            async with database.sessions() as session:
+                texts = (await session.execute(select(notes.c.text))).scalars().all()
+        finally:
+            await database.close()
+    assert ticks >= 10  # ~50 on a quiet machine; 10 leaves room for a loaded one
+    assert texts == ["after the lock"]
+
+
+async def test_the_urls_busy_timeout_still_bounds_the_wait(tmp_path):
+    path = tmp_path / "held.db"
+    with capture_telemetry() as cap:
+        database = Database(f"sqlite+aiosqlite:///{path}?timeout=0.2", telemetry=cap.telemetry)
+        try:
+            await database.create_tables(metadata)
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            started = time.monotonic()
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with database.sessions() as session:
+                    await session.execute(insert(notes).values(text="never"))
+            waited = time.monotonic() - started
+            holder.execute("ROLLBACK")
+        finally:
+            await database.close()
+    assert 0.15 <= waited < 10  # the URL's 0.2 s, not sqlite3's default 5 s
+
+
+async def test_switched_off_every_call_goes_to_aiosqlites_thread(tmp_path):
+    with capture_telemetry(env={"DATABASE_SQLITE_INLINE": "false"}) as cap:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", telemetry=cap.telemetry)
+        try:
+            await database.create_tables(metadata)
+            async with database.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert type(driver) is not InlineConnection
+                assert (await conn.execute(select(notes.c.id))).all() == []
+        finally:
+            await database.close()

@@ -27,6 +27,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import _capture
 from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
+from ._lean_histogram import LeanHistogram
 from ._lean_span import set_clean_attributes, start_span
 from ._logs import LogSink
 from ._propagation import clean_correlation_id, correlation_id, extract_from_all_headers, extract_from_headers
@@ -187,8 +188,10 @@ class ServerTelemetry:
         # the line as a log record too would store each request twice and cost ~25 µs.
         self._export_access = settings.access_log_export
         self._spans_exported = bool(settings.trace_exporters)
-        self._duration = meter.create_histogram(
-            "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
+        self._duration = LeanHistogram(
+            meter.create_histogram(
+                "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
+            )
         )
         self._active = ActiveRequests.of(meter)
         self._cancellations = meter.create_counter(
@@ -373,7 +376,7 @@ class ServerTelemetry:
                     self._attr_cache[key] = metric_attrs
             # Recorded while the request's span is still current: that is what gives the
             # histogram its trace_id/span_id exemplar.
-            self._duration.record(duration, metric_attrs)
+            self._duration.record(duration, metric_attrs, key)
             otel_context.detach(token)
             self._active.leave(active)
             if self._access_log:

@@ -101,8 +101,10 @@ class Breaker:
         self._opened_at = 0.0  # monotonic; pybreaker's own opened_at is wall-clock
         self._probe: Ticket | None = None
         self._pending: list[Transition] = []
-        # Closed with no failure counted: a success would change nothing in pybreaker, so it is not replayed.
+        # Closed with no failure counted: a success would change nothing in pybreaker, so it is not replayed,
+        # and admission needs no lock (one shared ticket of the current period; it is never a probe).
         self._healthy = True
+        self._healthy_ticket: Ticket | None = Ticket(0, False)
         self.pybreaker = pybreaker.CircuitBreaker(
             fail_max=failure_threshold,
             reset_timeout=reset_timeout,
@@ -137,6 +139,9 @@ class Breaker:
 
     def admit(self) -> tuple[Ticket, tuple[Transition, ...]]:
         """Let one attempt through, or raise :class:`Rejected`; returns the transitions it caused."""
+        ticket = self._healthy_ticket
+        if ticket is not None:  # closed, nothing counted, nothing pending: admitted without the lock
+            return ticket, _NO_TRANSITIONS
         with self._lock:
             cb = self.pybreaker
             state = cb.current_state
@@ -155,6 +160,8 @@ class Breaker:
 
     def record(self, ticket: Ticket, outcome: str) -> tuple[Transition, ...]:
         """Count the attempt's outcome (``success``/``failure``/``neutral``); returns the transitions it caused."""
+        if outcome == SUCCESS and ticket is self._healthy_ticket:
+            return _NO_TRANSITIONS  # still healthy, same period: nothing to count
         with self._lock:
             if self._probe is ticket:
                 self._probe = None
@@ -168,10 +175,13 @@ class Breaker:
             except (_UpstreamFailure, pybreaker.CircuitBreakerError):
                 pass
             self._healthy = outcome == SUCCESS and cb.current_state == pybreaker.STATE_CLOSED and cb.fail_counter == 0
-            return self._drain()
+            transitions = self._drain()
+            self._healthy_ticket = Ticket(self._generation, False) if self._healthy else None
+            return transitions
 
     def _changed(self, old: str, new: str) -> None:
         self._healthy = False  # the next success is replayed (and re-checks)
+        self._healthy_ticket = None
         self._generation += 1
         self._probe = None
         if new == pybreaker.STATE_OPEN:

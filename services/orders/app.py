@@ -86,6 +86,7 @@ ORDER_BY_ID = select(orders).where(orders.c.id == bindparam("order_id"))
 )
 async def read_order(order_id: OrderId, session: DbSession, auth: Auth) -> Order:
     row = (await session.execute(ORDER_BY_ID, {"order_id": order_id})).first()
+    await session.close()  # the connection goes back to the pool now, not after the call to auth below
     if row is None:
         raise HTTPException(404, "no such order")
     order = Order(**{**row._mapping, "created_at": _aware(row.created_at)})

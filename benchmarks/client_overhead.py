@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.calls import counting_calls
+
 NAMES = ("httpx (uninstrumented)", "httpx", "ServiceClient")
 
 
@@ -98,20 +100,10 @@ async def measure(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, fl
 
 async def count_calls(call: Callable[[], Awaitable[Any]], n: int) -> float:
     """Python and C function calls per call (``sys.setprofile``; a coroutine resumed counts again)."""
-    count = 0
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        nonlocal count
-        if event == "call" or event == "c_call":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
+    with counting_calls() as counted:
         for _ in range(n):
             await call()
-    finally:
-        sys.setprofile(None)
-    return count / n
+    return counted[0] / n
 
 
 async def profile_calls(call: Callable[[], Awaitable[Any]], n: int) -> str:

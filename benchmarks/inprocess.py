@@ -22,7 +22,6 @@ import gc
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from opentelemetry.metrics import NoOpMeter
 
 from benchmarks import auth_support
 from benchmarks.app import TARGET, build_app
+from benchmarks.calls import counting_calls
 
 ASGIApp = Callable[..., Any]
 
@@ -353,19 +353,9 @@ def calls_per_request(variant: Variant, n: int = 200, warmup: int = 300) -> floa
     try:
         loop.run_until_complete(drive(variant, warmup))
         variant.flush()
-        count = 0
-
-        def profile(frame: Any, event: str, arg: Any) -> None:
-            nonlocal count
-            if event == "call" or event == "c_call":
-                count += 1
-
-        sys.setprofile(profile)
-        try:
+        with counting_calls() as counted:
             loop.run_until_complete(drive(variant, n))
-        finally:
-            sys.setprofile(None)
-        return count / n
+        return counted[0] / n
     finally:
         loop.close()
 

@@ -6,24 +6,13 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from fastapi import FastAPI
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import insert, select
 
 from otel_dist import Database, DbSession, instrument_app, load_settings
 from otel_dist._db import database_url
 from otel_dist.testing import serve_app
-
-metadata = MetaData()
-notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String(100)))
-
-
-@pytest.fixture(autouse=True)
-def fresh_sqlalchemy_instrumentation():
-    """The contrib instrumentor keeps the tracer of its first instrument(); each test gets its own."""
-    yield
-    if SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
-        SQLAlchemyInstrumentor().uninstrument()
+from tests.unit._notes_db import fresh_sqlalchemy_instrumentation, metadata, notes  # noqa: F401 (fixture)
 
 
 def build(url: str, seen: dict) -> FastAPI:

@@ -1,24 +1,14 @@
 """Database spans: otel-dist's own (default) and the contrib's (OTEL_DIST_DB_INSTRUMENTATION=contrib), the same."""
 
 import pytest
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind, StatusCode
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from otel_dist import Database
 from otel_dist.testing import capture_telemetry
-
-metadata = MetaData()
-notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String(100)))
-
-
-@pytest.fixture(autouse=True)
-def fresh_sqlalchemy_instrumentation():
-    yield
-    if SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
-        SQLAlchemyInstrumentor().uninstrument()
+from tests.unit._notes_db import fresh_sqlalchemy_instrumentation, metadata, notes  # noqa: F401 (fixture)
 
 
 async def spans_of_one_read(tmp_path, env):

@@ -7,24 +7,13 @@ import time
 
 import aiosqlite
 import pytest
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
 from otel_dist import Database
 from otel_dist._sqlite import InlineConnection
 from otel_dist.testing import capture_telemetry
-
-metadata = MetaData()
-notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String(100)))
-
-
-@pytest.fixture(autouse=True)
-def fresh_sqlalchemy_instrumentation():
-    """The contrib instrumentor keeps the tracer of its first instrument(); each test gets its own."""
-    yield
-    if SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
-        SQLAlchemyInstrumentor().uninstrument()
+from tests.unit._notes_db import fresh_sqlalchemy_instrumentation, metadata, notes  # noqa: F401 (fixture)
 
 
 def record_calls(inline: list[str], hops: list[str]) -> None:

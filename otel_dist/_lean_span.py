@@ -165,7 +165,6 @@ def start_span(
     lean._instrumentation_info = tracer.instrumentation_info
     lean._instrumentation_scope = tracer._instrumentation_scope
     lean._parent = parent
-    lean._start_time = None
     lean._end_time = None
     lean._resource = tracer.resource
     lean._status = _UNSET

@@ -79,7 +79,7 @@ def main() -> None:
         print(asyncio.run(_one_round(VARIANTS[args.variant], args.reads, args.count)))
         return
     if args.count:
-        for name, env in VARIANTS.items():
+        for name in VARIANTS:
             argv = [sys.executable, "-m", "benchmarks.db_read", "--variant", name, "--count"]
             out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
             print(f"  {name:<16} {float(out.strip().splitlines()[-1]):7.0f} calls per read")

@@ -16,7 +16,7 @@ CPU per request per process (``/proc/PID/stat`` utime+stime over the wrk run / r
 request's CPU goes across the three services; ``--profile`` adds a cProfile of each service of ``full``,
 grouped by package.
 
-    python -m benchmarks.chain [--rounds 3] [--duration 10] [--connections 16] [--profile]
+    python -m benchmarks.chain [--rounds 3] [--duration 10] [--connections 16] [--profile] [--stacks full,baseline]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "orders", "gateway")
 BASELINE_REF = "5f851dd"  # main when issue 13 started
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+KEYS = ("full", "off", "full_cached", "off_cached", "baseline")
 # One service (the same program for every checkout, so the baseline needs nothing new); under
 # BENCH_PROFILE its event loop is profiled until SIGTERM (uvicorn returns, the stats are written).
 SERVE = """
@@ -208,7 +209,14 @@ def profile_table(profile_dir: Path, key: str, requests: int) -> str:
     return "\n".join(lines)
 
 
-def run(rounds: int, duration: float, connections: int, baseline_ref: str | None, profile: bool) -> dict[str, Any]:
+def run(
+    rounds: int,
+    duration: float,
+    connections: int,
+    baseline_ref: str | None,
+    profile: bool,
+    only: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="otel-dist-chain-"))
     profile_dir = tmp / "profiles" if profile else None
     if profile_dir is not None:
@@ -231,6 +239,8 @@ def run(rounds: int, duration: float, connections: int, baseline_ref: str | None
             if baseline_ref:
                 base = checkout(baseline_ref, tmp / "base")
                 specs.append(("baseline", f"full telemetry, main at {baseline_ref}", base, sink))
+            if only:
+                specs = [spec for spec in specs if spec[0] in only]
             stacks = []
             for key, label, code, env in specs:
                 print(f"starting {label}", file=sys.stderr, flush=True)
@@ -343,9 +353,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--baseline-ref", default=BASELINE_REF, help="'' to skip the baseline stack")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--stacks", default="", help="comma-separated keys to run (default all): " + ", ".join(KEYS))
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    summary = run(args.rounds, args.duration, args.connections, args.baseline_ref or None, args.profile)
+    only = frozenset(filter(None, args.stacks.split(",")))
+    if only - set(KEYS):
+        parser.error(f"--stacks: unknown {', '.join(sorted(only - set(KEYS)))}; accepted: {', '.join(KEYS)}")
+    summary = run(args.rounds, args.duration, args.connections, args.baseline_ref or None, args.profile, only)
     if args.json:
         Path(args.json).write_text(json.dumps(summary))
     print(report(summary))

@@ -11,9 +11,10 @@ The same spans as the contrib in its stable-convention mode: ``connect`` (CLIENT
 ``Engine.connect`` (a pool checkout: it shows a wait for a free connection), and per statement a CLIENT
 span named ``<first word> <db.namespace>`` with ``db.system.name``, ``db.namespace``, ``db.query.text``
 (the statement with its placeholders, never the values), ``server.address``/``server.port`` for a
-networked database, status ERROR with the driver's message when it fails.  One difference:
+networked database, status ERROR with the driver's message when it fails.  Two differences:
 ``db.operation.name`` is the operation alone (``SELECT``), as the semantic conventions define it and as
-``db.client.operation.duration`` has it; the contrib repeats the span name there.
+``db.client.operation.duration`` has it (the contrib repeats the span name there); a failed statement also
+carries ``error.type`` (the exception's class name), which the conventions require and the contrib omits.
 """
 
 from __future__ import annotations
@@ -95,5 +96,7 @@ def trace_engine(engine: Engine, tracer: trace.Tracer, system: str) -> None:
     def _error(exception_context: Any) -> None:
         span = getattr(exception_context.execution_context, _SPAN_KEY, None)
         if span is not None:
-            span.set_status(Status(StatusCode.ERROR, str(exception_context.original_exception)))
+            exception = exception_context.original_exception
+            span.set_attribute("error.type", type(exception).__qualname__)  # as db.client.operation.duration has it
+            span.set_status(Status(StatusCode.ERROR, str(exception)))
             span.end()

@@ -10,6 +10,7 @@ upstream would, once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
@@ -41,6 +42,18 @@ class OtelDistDistro(BaseDistro):
             instrumentor.instrument(**kwargs)
 
 
+class _SqlalchemyIsTracedPerEngine(logging.Filter):
+    """Drops the wrapper's ERROR that SQLAlchemy 2.1 is outside the contrib's declared range.
+
+    The line would be false: otel-dist traces each engine itself (``_db``; the contrib per engine with
+    ``skip_dep_check`` under ``OTEL_DIST_DB_INSTRUMENTATION=contrib``), and an ERROR on every healthy start
+    teaches people to ignore errors.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith('sqlalchemy only instruments "')
+
+
 class OtelDistConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         # Upstream logs and swallows a configurator's exception, and the app would then serve
@@ -49,3 +62,7 @@ class OtelDistConfigurator(_BaseConfigurator):
             bootstrap()
         except ConfigError as error:
             exit_now(error)
+        # Runs before the wrapper loads the instrumentors (its _load_instrumentors).
+        logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load").addFilter(
+            _SqlalchemyIsTracedPerEngine()
+        )

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
+
+from otel_dist import load_settings, service_auth
 from otel_dist.testing import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +30,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEAN_PREFIXES)}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **extra)
     return env
+
+
+def caller_auth(target: str, secret: str, caller: str = "tests") -> httpx.Auth:
+    """A service token for `target`, as a test 'service' named `caller` sharing the services' secret."""
+    auth = service_auth(target, settings=load_settings({"ENVIRONMENT": "test"}, service_name=caller, jwt_secret=secret))
+    assert auth is not None
+    return auth
 
 
 def start_example_services(

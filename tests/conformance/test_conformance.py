@@ -257,6 +257,11 @@ def untrusted_server_nothing_sent_app_unharmed(run: Run) -> None:
     assert run.result.returncode == 0, run.result.stderr[-2000:]
     assert run.records == []
     assert run.injected.get("traceparent"), run.result.stdout  # the app ran to its end
+    if run.impl == "otel-dist":  # one line per signal names the endpoint and the cause (upstream: a traceback)
+        for signal in ("traces", "metrics", "logs"):
+            line = next((x for x in run.result.stderr.splitlines() if x.startswith(f"OTLP {signal} export")), "")
+            assert line.startswith(f"OTLP {signal} export to https://127.0.0.1:"), run.result.stderr[-2000:]
+            assert "failed: TLS failed: " in line and "untrusted certificate" in line, line
 
 
 def span_batches_of_two(run: Run) -> None:

@@ -38,7 +38,6 @@ from collector.stack import (
     restart_collector,
     start_stack,
 )
-from otel_dist import load_settings, service_auth
 from otel_dist.testing import ServerProcess
 from tests.conftest import require
 from tests.e2e._support import (
@@ -51,7 +50,7 @@ from tests.e2e._support import (
     zipkin_whole,
 )
 from tests.example_services import ROOT as REPO_ROOT
-from tests.example_services import clean_env, start_example_services
+from tests.example_services import caller_auth, clean_env, start_example_services
 
 pytestmark = pytest.mark.e2e
 
@@ -166,12 +165,7 @@ class E2E:
         return f"(stack logs: {self.stack.data_dir}/logs, sink: {self.stack.sink_dir}; service logs: {logs})"
 
     def admin(self, target: str) -> httpx.Auth:
-        """A service token for `target`, as a test 'service' sharing the secret."""
-        auth = service_auth(
-            target, settings=load_settings({"ENVIRONMENT": "test"}, service_name="e2e-tests", jwt_secret=self.secret)
-        )
-        assert auth is not None
-        return auth
+        return caller_auth(target, self.secret, caller="e2e-tests")
 
     def set_faults(self, error_rate: float) -> None:
         url = self.procs["orders"].url + "/_faults"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from otel_dist import DEADLINE_HEADER, load_settings, service_auth
+from otel_dist import DEADLINE_HEADER
 from otel_dist._demo import SinkSpan, SpanSink
 from otel_dist.testing import ServerProcess
-from tests.example_services import start_example_services
+from tests.example_services import caller_auth, start_example_services
 
 pytestmark = pytest.mark.timeout(240)
 TIMEOUT_S = 3
@@ -35,9 +35,7 @@ class Chain:
     secret: str
 
     def admin(self, target: str) -> httpx.Auth:
-        auth = service_auth(target, settings=load_settings({}, service_name="tests", jwt_secret=self.secret))
-        assert auth is not None
-        return auth
+        return caller_auth(target, self.secret)
 
 
 @pytest.fixture(scope="module")

@@ -154,8 +154,8 @@ async def test_read_timeout_on_post_without_idempotency_key_is_not_retried(telem
 
 
 async def test_read_timeout_on_post_with_idempotency_key_is_retried_with_the_same_key(telemetry, upstream, target):
-    upstream.tell(Step(delay=1.0), default=Step(status=201))
-    async with ServiceClient(target, upstream.url, attempt_timeout=0.4, max_retries=3, **FAST) as client:
+    upstream.tell(Step(delay=2.0), default=Step(status=201))  # margins for a loaded machine
+    async with ServiceClient(target, upstream.url, attempt_timeout=1.0, max_retries=3, **FAST) as client:
         response = await client.post("/orders", json={"item": 1}, headers={"Idempotency-Key": "order-42"})
     assert response.status_code == 201
     assert [s.headers.get("idempotency-key") for s in upstream.seen] == ["order-42", "order-42"]
@@ -497,12 +497,12 @@ async def test_a_final_401_is_returned_not_retried_and_never_trips_the_breaker(t
 
 
 async def test_waiting_for_a_connection_slot_is_not_an_attempt_timeout(telemetry, upstream, target):
-    # 40 concurrent calls over 10 connections: 4 waves of 0.3 s. Queued callers wait for a slot
-    # within the total deadline; only the I/O counts against the 0.6 s attempt timeout (queued
-    # in httpx's own pool instead, the last wave would time out after waiting 0.9 s).
-    upstream.tell(default=Step(delay=0.3))
+    # 40 concurrent calls over 10 connections: 4 waves of 0.5 s. Queued callers wait for a slot
+    # within the total deadline; only the I/O counts against the 1.2 s attempt timeout (queued
+    # in httpx's own pool instead, the last wave would time out after waiting 1.5 s).
+    upstream.tell(default=Step(delay=0.5))
     async with ServiceClient(
-        target, upstream.url, attempt_timeout=0.6, timeout=8, max_retries=0, max_connections=10
+        target, upstream.url, attempt_timeout=1.2, timeout=15, max_retries=0, max_connections=10
     ) as client:
         responses = await asyncio.gather(*(client.get(f"/slot/{i}") for i in range(40)))
     assert [r.status_code for r in responses] == [200] * 40

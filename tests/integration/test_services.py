@@ -18,10 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from otel_dist import load_settings, service_auth
 from otel_dist._demo import SinkSpan, SpanSink
 from otel_dist.testing import ServerProcess
-from tests.example_services import start_example_services
+from tests.example_services import caller_auth, start_example_services
 
 BREAKER_TIMEOUT = 1.0
 
@@ -36,12 +35,7 @@ class Services:
     orders_db_dir: Path
 
     def admin(self, target: str) -> httpx.Auth:
-        """A service token for `target`, as a test 'service' sharing the secret."""
-        auth = service_auth(
-            target, settings=load_settings({"ENVIRONMENT": "test"}, service_name="tests", jwt_secret=self.secret)
-        )
-        assert auth is not None
-        return auth
+        return caller_auth(target, self.secret)
 
 
 @pytest.fixture(scope="module")

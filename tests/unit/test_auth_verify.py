@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -280,14 +279,3 @@ async def test_stale_set_refreshes_in_background(tmp_path):
         await asyncio.sleep(0.01)
     assert trust.fetches == 2
     assert set(trust.issuer("billing").keys) == {key.kid, other.kid}
-
-
-def test_verify_speed_smoke():
-    clock = Clock(time.time())
-    v = verifier(clock)
-    value = bearer(minted(clock))
-    v.verify(value)
-    started = time.perf_counter()
-    for _ in range(1000):
-        v.verify(value)
-    assert (time.perf_counter() - started) / 1000 < 50e-6  # cached: a few µs; generous for a shared CI box

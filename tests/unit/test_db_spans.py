@@ -69,6 +69,7 @@ async def test_a_failed_statement_ends_its_span_with_the_drivers_message(tmp_pat
         assert len(failed) == 1 and failed[0].end_time is not None
         assert failed[0].status.status_code is StatusCode.ERROR
         assert failed[0].status.description == "no such table: no_such_table"
+        assert failed[0].attributes["error.type"] == "OperationalError"
         errors = cap.metric_value("db.client.operation.duration", error__type="OperationalError")
         assert errors == 1
 

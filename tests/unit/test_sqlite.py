@@ -4,6 +4,9 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiosqlite
 import pytest
@@ -14,6 +17,23 @@ from otel_dist import Database
 from otel_dist._sqlite import InlineConnection
 from otel_dist.testing import capture_telemetry
 from tests.unit._notes_db import fresh_sqlalchemy_instrumentation, metadata, notes  # noqa: F401 (fixture)
+
+
+@asynccontextmanager
+async def database_with_a_locked_file(
+    tmp_path: Path, url_query: str = ""
+) -> AsyncIterator[tuple[Database, sqlite3.Connection]]:
+    """A Database on a file that another connection holds with BEGIN EXCLUSIVE (another process's writer, say)."""
+    path = tmp_path / "locked.db"
+    with capture_telemetry() as cap:
+        database = Database(f"sqlite+aiosqlite:///{path}{url_query}", telemetry=cap.telemetry)
+        try:
+            await database.create_tables(metadata)
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            yield database, holder
+        finally:
+            await database.close()
 
 
 def record_calls(inline: list[str], hops: list[str]) -> None:
@@ -62,51 +82,35 @@ async def test_statements_run_on_the_loop_thread_and_commits_on_aiosqlites(tmp_p
 
 
 async def test_a_locked_file_waits_off_the_loop_then_succeeds(tmp_path):
-    path = tmp_path / "locked.db"
-    with capture_telemetry() as cap:
-        database = Database(f"sqlite+aiosqlite:///{path}", telemetry=cap.telemetry)
-        try:
-            await database.create_tables(metadata)
-            holder = sqlite3.connect(path, isolation_level=None)
-            holder.execute("BEGIN EXCLUSIVE")  # another process's writer, say
+    async with database_with_a_locked_file(tmp_path) as (database, holder):
 
-            async def write() -> None:
-                async with database.sessions() as session:
-                    await session.execute(insert(notes).values(text="after the lock"))
-                    await session.commit()
-
-            writer = asyncio.create_task(write())
-            ticks, started = 0, time.monotonic()
-            while time.monotonic() - started < 0.5:  # the loop keeps running while the write waits
-                await asyncio.sleep(0.01)
-                ticks += 1
-            assert not writer.done()
-            holder.execute("COMMIT")
-            await asyncio.wait_for(writer, 30)
+        async def write() -> None:
             async with database.sessions() as session:
-                texts = (await session.execute(select(notes.c.text))).scalars().all()
-        finally:
-            await database.close()
+                await session.execute(insert(notes).values(text="after the lock"))
+                await session.commit()
+
+        writer = asyncio.create_task(write())
+        ticks, started = 0, time.monotonic()
+        while time.monotonic() - started < 0.5:  # the loop keeps running while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not writer.done()
+        holder.execute("COMMIT")
+        await asyncio.wait_for(writer, 30)
+        async with database.sessions() as session:
+            texts = (await session.execute(select(notes.c.text))).scalars().all()
     assert ticks >= 10  # ~50 on a quiet machine; 10 leaves room for a loaded one
     assert texts == ["after the lock"]
 
 
 async def test_the_urls_busy_timeout_still_bounds_the_wait(tmp_path):
-    path = tmp_path / "held.db"
-    with capture_telemetry() as cap:
-        database = Database(f"sqlite+aiosqlite:///{path}?timeout=0.2", telemetry=cap.telemetry)
-        try:
-            await database.create_tables(metadata)
-            holder = sqlite3.connect(path, isolation_level=None)
-            holder.execute("BEGIN EXCLUSIVE")
-            started = time.monotonic()
-            with pytest.raises(OperationalError, match="database is locked"):
-                async with database.sessions() as session:
-                    await session.execute(insert(notes).values(text="never"))
-            waited = time.monotonic() - started
-            holder.execute("ROLLBACK")
-        finally:
-            await database.close()
+    async with database_with_a_locked_file(tmp_path, "?timeout=0.2") as (database, holder):
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with database.sessions() as session:
+                await session.execute(insert(notes).values(text="never"))
+        waited = time.monotonic() - started
+        holder.execute("ROLLBACK")
     assert 0.15 <= waited < 10  # the URL's 0.2 s, not sqlite3's default 5 s
 
 

@@ -20,6 +20,7 @@ behind an environment proxy keep httpx's default transport (see :func:`service_t
 from __future__ import annotations
 
 import asyncio
+import time
 import typing
 import urllib.request
 from collections.abc import Iterable
@@ -29,16 +30,27 @@ import httpx
 
 __all__ = ["LeanBackend", "LeanPool", "service_transport"]
 
+_COALESCE_LIMIT = 64 * 1024  # bytes of a request held back to go out with the rest of it
+
 
 class _Stream(httpcore.AsyncNetworkStream):
     """One TCP connection as asyncio's reader and writer."""
 
-    __slots__ = ("_reader", "_writer")
+    __slots__ = ("_pending", "_pending_size", "_reader", "_writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
+        # A request's head and body go out in one send() when it is read for: one system call and one wake-up
+        # of the server instead of two (httpcore writes them separately).
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._pending:
+            try:
+                await self._flush(timeout)
+            except httpcore.WriteError:
+                pass  # as httpcore does: the server may have answered (an early error) before closing; read it
         try:
             async with asyncio.timeout(timeout):
                 return await self._reader.read(max_bytes)
@@ -50,9 +62,19 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        self._pending.append(buffer)
+        self._pending_size += len(buffer)
+        if self._pending_size >= _COALESCE_LIMIT:  # a large body streams out as it comes
+            await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
         writer = self._writer
         try:
-            writer.write(buffer)
+            writer.write(data)
             if writer.transport.get_write_buffer_size():  # only a full socket buffer makes drain() wait
                 async with asyncio.timeout(timeout):
                     await writer.drain()
@@ -131,44 +153,110 @@ def _apply(writer: asyncio.StreamWriter, options: Iterable[httpcore.SOCKET_OPTIO
         sock.setsockopt(*option)
 
 
+class _Connection(httpcore.AsyncHTTPConnection):
+    """httpcore's connection with asyncio locks: anyio's ``Lock.acquire`` yields to the event loop even when
+    the lock is free, an extra loop pass per lock and a window in which the pool hands the same idle
+    connection to a second request (``ConnectionNotAvailable``, retried: ~1.5 per call at 16 concurrent)."""
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+        self._request_lock = asyncio.Lock()  # type: ignore[assignment]
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        connection = self._connection  # made by the first request (httpcore's code: connect, then HTTP/1.1)
+        if connection is not None and not isinstance(connection._state_lock, asyncio.Lock):  # type: ignore[attr-defined]
+            connection._state_lock = asyncio.Lock()  # type: ignore[attr-defined]  # free: the pool just assigned it
+        return await super().handle_async_request(request)
+
+
 class LeanPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool with its per-request bookkeeping in one pass (same rules, see the module doc)."""
+    """httpcore's pool with its per-request bookkeeping in one pass (same rules, see the module doc).
+
+    Idle connections are checked for expiry (keep-alive timeout, closed by the server) before reuse, and
+    all of them at most every ``SWEEP_INTERVAL`` seconds rather than on every request and response.
+    """
+
+    SWEEP_INTERVAL = 1.0
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+        self._next_sweep = 0.0  # time.monotonic() of the next full cleanup
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        return _Connection(
+            origin=origin,
+            keepalive_expiry=self._keepalive_expiry,
+            http1=True,
+            http2=False,
+            retries=self._retries,
+            local_address=self._local_address,
+            uds=self._uds,
+            network_backend=self._network_backend,
+            socket_options=self._socket_options,
+        )
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
         closing: list[httpcore.AsyncConnectionInterface] = []
-        alive: list[httpcore.AsyncConnectionInterface] = []
-        for connection in self._connections:
-            if connection.is_closed():
-                continue
-            if connection.has_expired():  # keep-alive expired, or the server closed it while idle
-                closing.append(connection)
-            else:
-                alive.append(connection)
-        surplus = len(alive) - self._max_keepalive_connections
-        if surplus > 0:  # httpcore's rule: idle connections go while the pool holds more than the keep-alive limit
-            for connection in [c for c in alive if c.is_idle()][:surplus]:
-                alive.remove(connection)
-                closing.append(connection)
-        self._connections = alive
+        now = time.monotonic()
+        if now >= self._next_sweep or len(self._connections) > self._max_keepalive_connections:
+            self._sweep(closing, now)
         for pool_request in self._requests:
             if not pool_request.is_queued():
                 continue
             origin = pool_request.request.url.origin
-            for connection in alive:
-                if connection.can_handle_request(origin) and connection.is_available():
-                    pool_request.assign_to_connection(connection)
-                    break
-            else:
-                if len(alive) >= self._max_connections:
-                    idle = next((c for c in alive if c.is_idle()), None)
+            connection = self._reusable(origin, closing)
+            if connection is None:
+                if len(self._connections) >= self._max_connections:
+                    self._sweep(closing, now)  # closed connections hold their slot until swept
+                if len(self._connections) >= self._max_connections:
+                    idle = next((c for c in self._connections if c.is_idle()), None)
                     if idle is None:
                         continue  # stays queued until a connection frees up
-                    alive.remove(idle)
+                    self._connections.remove(idle)
                     closing.append(idle)
                 connection = self.create_connection(origin)
-                alive.append(connection)
-                pool_request.assign_to_connection(connection)
+                self._connections.append(connection)
+            pool_request.assign_to_connection(connection)
         return closing
+
+    def _reusable(
+        self, origin: httpcore.Origin, closing: list[httpcore.AsyncConnectionInterface]
+    ) -> httpcore.AsyncConnectionInterface | None:
+        """The first available connection to `origin` that has not expired (expired ones met on the way close)."""
+        expired = []
+        found = None
+        for connection in self._connections:
+            if connection.can_handle_request(origin) and connection.is_available():
+                if not connection.has_expired():
+                    found = connection
+                    break
+                expired.append(connection)
+        for connection in expired:
+            self._connections.remove(connection)
+            closing.append(connection)
+        return found
+
+    def _sweep(self, closing: list[httpcore.AsyncConnectionInterface], now: float) -> None:
+        """httpcore's cleanup: drop closed connections, close expired ones and idle ones over the keep-alive limit."""
+        self._next_sweep = now + self.SWEEP_INTERVAL
+        alive: list[httpcore.AsyncConnectionInterface] = []
+        for connection in self._connections:
+            if connection.is_closed():
+                continue
+            if connection.has_expired():
+                closing.append(connection)
+            else:
+                alive.append(connection)
+        surplus = len(alive) - self._max_keepalive_connections
+        if surplus > 0:
+            for connection in [c for c in alive if c.is_idle()][:surplus]:
+                alive.remove(connection)
+                closing.append(connection)
+        self._connections = alive
+
+    async def _close_connections(self, closing: list[httpcore.AsyncConnectionInterface]) -> None:
+        if closing:  # httpcore enters an anyio cancel-shield scope even for none
+            await super()._close_connections(closing)
 
 
 class _LeanTransport(httpx.AsyncHTTPTransport):

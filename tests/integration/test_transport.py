@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -43,7 +44,18 @@ class Server:
                 head = await reader.readuntil(b"\r\n\r\n")
                 if head.startswith(b"GET /slow"):
                     await asyncio.sleep(5)
-                body = f"conn={number}".encode()
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                received = await reader.readexactly(length) if length else b""
+                body = f"conn={number}".encode() + (
+                    b" sha256=" + hashlib.sha256(received).hexdigest().encode() if length else b""
+                )
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
                 await writer.drain()
                 if self.close_after_answer:
@@ -136,6 +148,14 @@ async def test_read_timeout_and_connection_refused_are_httpx_errors():
     async with client_for(refused) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("/")
+
+
+async def test_request_bodies_small_and_larger_than_the_coalescing_buffer_arrive_whole():
+    small, large = b'{"token": "abc"}', bytes(range(256)) * 1024  # 256 KiB: flushed as it is written
+    async with http_server() as server, client_for(server.url) as client:
+        for body in (small, large, small):
+            answer = (await client.post("/echo", content=body)).text
+            assert answer == f"conn=1 sha256={hashlib.sha256(body).hexdigest()}"
 
 
 def test_https_and_proxied_targets_keep_httpx_default_transport(monkeypatch):

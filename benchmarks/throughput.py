@@ -87,6 +87,7 @@ class Scenario:
     endpoint: str = "sink"  # "sink", "down" or "none"
     native: str | None = None  # benchmarks.serve scenario for FastAPI's own telemetry
     logfire: bool = False  # Pydantic Logfire, in its own venv
+    code: Path | None = None  # otel-dist from this checkout (``--baseline-ref``) instead of the installed one
 
     def command(self, port: int) -> list[str]:
         if self.logfire:
@@ -99,6 +100,8 @@ class Scenario:
 
     def env(self, sink_port: int, down_port: int) -> dict[str, str]:
         env = base_env()
+        if self.code is not None:  # after the harness: benchmarks/ stays this checkout's
+            env["PYTHONPATH"] += os.pathsep + str(self.code)
         if not (self.otel_dist or self.upstream or self.native or self.logfire):
             return env
         env["OTEL_SERVICE_NAME"] = auth_support.SERVICE
@@ -398,14 +401,27 @@ def run_once(
 
 
 def run(
-    rounds: int, duration: float, warmup: float, keys: list[str] | None = None, log: Any = sys.stderr
+    rounds: int,
+    duration: float,
+    warmup: float,
+    keys: list[str] | None = None,
+    log: Any = sys.stderr,
+    baseline_ref: str | None = None,
 ) -> dict[str, Any]:
+    """`baseline_ref`: also the full scenario with otel-dist as of that git ref, alternated with the rest."""
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install {'wrk' if tool == 'wrk' else 'util-linux'})")
     has_auth = auth_support.available()
     table = scenarios(has_auth)
     chosen = [table[k] for k in (keys or list(table)) if k in table]
+    if baseline_ref:
+        from benchmarks.chain import checkout  # here: chain imports this module
+
+        code = checkout(baseline_ref, Path(tempfile.mkdtemp(prefix="otel-dist-baseline-")))
+        full = table["full"]
+        label = f"otel-dist full at {baseline_ref}"
+        chosen.append(Scenario("baseline", label, f"as full, otel-dist at {baseline_ref}", auth=full.auth, code=code))
     if any(s.upstream for s in chosen):
         upstream_env.ensure()
     if any(s.logfire for s in chosen):
@@ -477,6 +493,8 @@ def summarize(chosen: list[Scenario], runs: dict[str, list[Run]], has_auth: bool
         out["full_vs_native_noops"] = med["full"] / med["native_noops"]
     if "logfire" in med and "full" in med:
         out["full_vs_logfire"] = med["full"] / med["logfire"]
+    if "baseline" in med and "full" in med:
+        out["full_vs_baseline"] = med["full"] / med["baseline"]
     return out
 
 
@@ -503,6 +521,9 @@ def report(summary: dict[str, Any]) -> str:
         )
     if "full_vs_logfire" in summary:
         lines.append(f"\notel-dist full / Pydantic Logfire: **{summary['full_vs_logfire']:.2f}x**")
+    if "full_vs_baseline" in summary:
+        baseline = summary["scenarios"]["baseline"]["label"]
+        lines.append(f"\notel-dist full / {baseline}: **{summary['full_vs_baseline']:.3f}x**")
     return "\n".join(lines)
 
 
@@ -523,9 +544,12 @@ def main(argv: list[str] | None = None) -> None:
         "--scenarios", help="comma list of: plain, full, noauth, upstream, native, native_noops, logfire, down"
     )
     parser.add_argument("--json", help="also write the summary to this file")
+    parser.add_argument(
+        "--baseline-ref", help="also run the full scenario with otel-dist at this git ref (A/B, alternated)"
+    )
     args = parser.parse_args(argv)
     keys = args.scenarios.split(",") if args.scenarios else None
-    summary = run(args.rounds, args.duration, args.warmup, keys)
+    summary = run(args.rounds, args.duration, args.warmup, keys, baseline_ref=args.baseline_ref)
     print(report(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

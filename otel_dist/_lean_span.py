@@ -28,6 +28,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.metrics import NoOpUpDownCounter
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
@@ -45,6 +46,41 @@ _FLAGS = {
     for sampled in (False, True)
     for random in (False, True)
 }
+
+
+_DECIDED: dict[int, tuple[Any, tuple[Decision, Decision, Decision, Decision, Decision] | None]] = {}
+
+
+def _static_decisions(sampler: Any) -> tuple[Decision, Decision, Decision, Decision, Decision] | None:
+    """(root, remote sampled, remote not sampled, local sampled, local not sampled) decisions of a sampler
+    whose answer depends on the parent only (the default ``parentbased_always_on``, ``always_on``...);
+    None for any other (ratio, custom): that one is asked for every span."""
+    found = _DECIDED.get(id(sampler))
+    if found is not None and found[0] is sampler:
+        return found[1]
+    decisions = None
+    if type(sampler) is StaticSampler:
+        decisions = (sampler._decision,) * 5
+    elif type(sampler) is ParentBased:
+        delegates: tuple[Any, ...] = (
+            sampler._root,
+            sampler._remote_parent_sampled,
+            sampler._remote_parent_not_sampled,
+            sampler._local_parent_sampled,
+            sampler._local_parent_not_sampled,
+        )
+        if all(type(d) is StaticSampler for d in delegates):
+            decisions = (
+                delegates[0]._decision,
+                delegates[1]._decision,
+                delegates[2]._decision,
+                delegates[3]._decision,
+                delegates[4]._decision,
+            )
+    if len(_DECIDED) > 64:
+        _DECIDED.clear()
+    _DECIDED[id(sampler)] = (sampler, decisions)  # the sampler kept alive: its id is not reused
+    return decisions
 
 
 def _no_end_metrics() -> None:
@@ -121,8 +157,21 @@ def start_span(
     else:
         trace_id = parent.trace_id
     links = links or _NOTHING
-    result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-    decision = result.decision
+    decisions = _static_decisions(tracer.sampler)
+    if decisions is not None:
+        # What the SDK's ParentBased/StaticSampler would answer, without asking it (it looks the parent up
+        # twice more and wraps the attributes): same decision, the parent's trace state, no attributes added.
+        if parent is None:
+            decision = decisions[0]
+        elif parent.is_remote:
+            decision = decisions[1] if parent.trace_flags.sampled else decisions[2]
+        else:
+            decision = decisions[3] if parent.trace_flags.sampled else decisions[4]
+        trace_state = parent.trace_state if parent is not None else None
+        sampled_attributes: Any = attributes
+    else:
+        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        decision, trace_state, sampled_attributes = result.decision, result.trace_state, result.attributes
     random_id = tracer.id_generator.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
     flags = _FLAGS[decision.is_sampled(), bool(random_id)]
     span_context = trace_api.SpanContext(
@@ -130,14 +179,13 @@ def start_span(
         tracer.id_generator.generate_span_id(),
         is_remote=False,
         trace_flags=flags,
-        trace_state=result.trace_state,
+        trace_state=trace_state,
     )
     record_end_metrics = _end_metrics(tracer, parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
 
     limits = tracer._span_limits
-    sampled_attributes = result.attributes
     if links or len(sampled_attributes) != len(attributes) or not _clean(attributes, limits):
         # A sampler that added attributes, links, or values the SDK would change: the SDK's own span.
         span: sdk_trace.Span = sdk_trace._Span(

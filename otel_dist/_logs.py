@@ -86,6 +86,7 @@ class LogSink:
             ("timestamp", "level", "logger", "message", "trace_id", "span_id", "trace_flags", *self._static)
         )
         self._stream = stream
+        self._heads: dict[tuple[int, str], str] = {}  # (level, logger) -> the access line's fixed text
         self.otel_logger = otel_logger
         self.json_lines = json_lines
 
@@ -154,21 +155,91 @@ class LogSink:
                 pass  # a closed or broken stdout never takes the app down
         if export and self.otel_logger is not None:
             attributes = {k: _otel_value(v) for k, v in safe.items()} if safe else {}
-            attributes["logger.name"] = logger_name
-            try:
-                self.otel_logger.emit(
-                    timestamp=int(now * 1e9),
-                    # The span given explicitly (the access line is written after the
-                    # server span left the context): the record carries its trace ids too.
-                    context=trace.set_span_in_context(span) if span is not None else None,
-                    severity_number=_SEVERITY.get(levelno, SeverityNumber.INFO),
-                    severity_text=_level_name(levelno),
-                    body=message,
-                    attributes=attributes,
-                    exception=exception,
+            self._record(now, levelno, logger_name, message, attributes, span, exception)
+
+    def _record(
+        self,
+        now: float,
+        levelno: int,
+        logger_name: str,
+        message: str,
+        attributes: dict[str, Any],
+        span: trace.Span | None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """The OTel log record of a line."""
+        assert self.otel_logger is not None
+        attributes["logger.name"] = logger_name
+        try:
+            self.otel_logger.emit(
+                timestamp=int(now * 1e9),
+                # The span given explicitly (the access line is written after the
+                # server span left the context): the record carries its trace ids too.
+                context=trace.set_span_in_context(span) if span is not None else None,
+                severity_number=_SEVERITY.get(levelno, SeverityNumber.INFO),
+                severity_text=_level_name(levelno),
+                body=message,
+                attributes=attributes,
+                exception=exception,
+            )
+        except Exception:  # noqa: BLE001 - telemetry must not crash the app
+            pass
+
+    def access(
+        self,
+        levelno: int,
+        logger_name: str,
+        method: str,
+        path: str,
+        route: str | None,
+        status: int,
+        duration_ms: float,
+        *,
+        span: trace.Span,
+        ids: str | None,
+        export: bool,
+    ) -> None:
+        """The server's access line: ``emit(levelno, logger_name, f"{method} {route or path} {status}",
+        {http.request.method, url.path, http.route, http.response.status_code, duration_ms}, span=span)``,
+        the same text and OTel record, with its fixed fields written directly (~2x cheaper).
+
+        `method` is a known HTTP method or ``_OTHER`` (nothing to escape); `ids` is the line's
+        ``, "trace_id": ..., "span_id": ..., "trace_flags": ...`` part for `span`, or None.
+        """
+        now = time.time()
+        message = f"{method} {route or path} {status}"
+        if self.json_lines:
+            head = self._heads.get((levelno, logger_name))
+            if head is None:
+                head = self._heads[(levelno, logger_name)] = (
+                    f'", "level": {_json_str(_level_name(levelno))}, "logger": {_json_str(logger_name)}, "message": '
                 )
-            except Exception:  # noqa: BLE001 - telemetry must not crash the app
-                pass
+            legacy_id = correlation_id.get()
+            corr = "" if legacy_id is None else ', "correlation_id": ' + _json_str(legacy_id)
+            line = (
+                f'{{"timestamp": "{_iso(now)}{head}{_json_str(message)}{ids or ""}{self._static_json}{corr}'
+                f', "http.request.method": "{method}", "url.path": {_json_str(path)}, "http.route": '
+                f'{"null" if route is None else _json_str(route)}, "http.response.status_code": {status:d}'
+                f', "duration_ms": {float.__repr__(duration_ms)}}}\n'
+            )
+            try:
+                self.stream.write(line)
+            except (OSError, ValueError):
+                pass  # a closed or broken stdout never takes the app down
+        if export and self.otel_logger is not None:
+            attributes = {
+                "http.request.method": method,
+                "url.path": path,
+                "http.route": _otel_value(route),
+                "http.response.status_code": status,
+                "duration_ms": duration_ms,
+            }
+            self._record(now, levelno, logger_name, message, attributes, span)
+
+
+def trace_ids_text(trace_hex: str, span_hex: str, flags: int) -> str:
+    """The trace-id part of a line, from the ids already formatted (``LogSink.access``)."""
+    return f', "trace_id": "{trace_hex}", "span_id": "{span_hex}", "trace_flags": "{flags:02x}"'
 
 
 _json_str = json.encoder.encode_basestring  # C: a JSON string literal, non-ASCII kept (ensure_ascii=False)

@@ -13,6 +13,7 @@ so no route is scanned twice, and a 404 never adds a series.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import threading
 import time
@@ -29,7 +30,7 @@ from . import _capture
 from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
 from ._lean_histogram import LeanHistogram
 from ._lean_span import set_clean_attributes, start_span
-from ._logs import LogSink
+from ._logs import LogSink, trace_ids_text
 from ._propagation import clean_correlation_id, correlation_id, extract_from_all_headers, extract_from_headers
 from ._settings import Settings
 
@@ -80,6 +81,42 @@ def _freeze_after_startup(send: Send) -> Send:
     return wrapped
 
 
+class _Expiry:
+    """Expires, in arrival order, the requests of one event loop that run on the service's own timeout.
+
+    They all get the same budget, so their deadlines come in the order they arrived: one dict
+    (insertion-ordered) and one loop timer for the oldest serve them all, instead of a timer per
+    request (a TimerHandle, a heap push and a cancel each: ~3 µs).  A request with a shorter inbound
+    deadline gets its own timer (``loop.call_at``).
+    """
+
+    __slots__ = ("_in_flight", "_timer", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._in_flight: dict[RequestContext, float] = {}  # request -> its deadline (loop time)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, request: RequestContext, when: float) -> None:
+        self._in_flight[request] = when
+        if self._timer is None:
+            self._timer = self.loop.call_at(when, self._fire)
+
+    def discard(self, request: RequestContext) -> None:
+        self._in_flight.pop(request, None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        in_flight = self._in_flight
+        now = self.loop.time()
+        for request, when in list(in_flight.items()):
+            if when > now:
+                self._timer = self.loop.call_at(when, self._fire)  # the oldest still running
+                return
+            del in_flight[request]
+            request.expire()
+
+
 class ActiveRequests:
     """``http.server.active_requests`` as an asynchronous up-down counter.
 
@@ -94,8 +131,8 @@ class ActiveRequests:
     _registry_lock = threading.Lock()
 
     def __init__(self, meter: Meter) -> None:
-        self._lock = threading.Lock()
-        # (method, scheme) -> [in-flight count, attributes]; bounded: methods are normalised.
+        # (method, scheme) -> [requests in flight, attributes]; bounded: methods are normalised.  The
+        # count is the length of a deque: append and pop are atomic (no lock per request, any thread).
         self._slots: dict[tuple[str, str], list[Any]] = {}
         meter.create_observable_up_down_counter(
             "http.server.active_requests",
@@ -115,20 +152,21 @@ class ActiveRequests:
                 found = cls._by_meter[meter] = cls(meter)
             return found
 
-    def enter(self, method: str, scheme: str) -> list[Any]:
+    def enter(self, method: str, scheme: str) -> collections.deque[None]:
         slot = self._slots.get((method, scheme))
         if slot is None:
-            slot = self._slots.setdefault((method, scheme), [0, {"http.request.method": method, "url.scheme": scheme}])
-        with self._lock:
-            slot[0] += 1
-        return slot
+            attrs = {"http.request.method": method, "url.scheme": scheme}
+            slot = self._slots.setdefault((method, scheme), [collections.deque(), attrs])
+        in_flight: collections.deque[None] = slot[0]
+        in_flight.append(None)
+        return in_flight
 
-    def leave(self, slot: list[Any]) -> None:
-        with self._lock:
-            slot[0] -= 1
+    @staticmethod
+    def leave(in_flight: collections.deque[None]) -> None:
+        in_flight.pop()
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(count, attrs) for count, attrs in list(self._slots.values())]
+        return [Observation(len(in_flight), attrs) for in_flight, attrs in list(self._slots.values())]
 
 
 def _combine(current: str | None, value: bytes) -> str | None:
@@ -172,6 +210,7 @@ class ServerTelemetry:
         # caller's when it is shorter (never longer: a caller cannot extend this service's work).
         self._public = public
         self._request_timeout = settings.request_timeout
+        self._expiry: _Expiry | None = None  # of the loop that served the last request
         self._gc_freeze = settings.gc_freeze
         self._tracer = tracer
         self._sink = sink
@@ -302,8 +341,9 @@ class ServerTelemetry:
         corr_token = correlation_id.set(corr)
         span_ctx = span.get_span_context()
         trace_id = format(span_ctx.trace_id, "032x")
+        span_hex = format(span_ctx.span_id, "016x")
         response_headers = [
-            (b"traceresponse", f"00-{trace_id}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}".encode()),
+            (b"traceresponse", f"00-{trace_id}-{span_hex}-{span_ctx.trace_flags:02x}".encode()),
             (corr_header, (corr or trace_id).encode()),
         ]
         active = self._active.enter(method, scheme)
@@ -313,8 +353,16 @@ class ServerTelemetry:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         request = RequestContext(time.monotonic() + budget, receive, task)
-        # One plain loop timer (fewer calls than asyncio.timeout); it cancels the task at the deadline.
-        timer = loop.call_at(loop.time() + budget, request.expire) if budget > 0 else None
+        # A loop timer cancels the task at the deadline (fewer calls than asyncio.timeout): shared by
+        # the requests on the own timeout, one of its own for a shorter inbound deadline.
+        timer = expiry = None
+        if budget == self._request_timeout > 0:
+            expiry = self._expiry
+            if expiry is None or expiry.loop is not loop:
+                expiry = self._expiry = _Expiry(loop)
+            expiry.add(request, loop.time() + budget)
+        elif budget > 0:
+            timer = loop.call_at(loop.time() + budget, request.expire)
         request_token = REQUEST.set(request)
 
         async def send_with_headers(message: Message) -> None:
@@ -346,7 +394,9 @@ class ServerTelemetry:
             span.set_status(Status(StatusCode.ERROR, error_type))
             raise
         finally:
-            if timer is not None:
+            if expiry is not None:
+                expiry.discard(request)
+            elif timer is not None:
                 timer.cancel()
             request.close()
             REQUEST.reset(request_token)
@@ -380,18 +430,16 @@ class ServerTelemetry:
             otel_context.detach(token)
             self._active.leave(active)
             if self._access_log:
-                self._sink.emit(
+                self._sink.access(
                     30 if status >= 500 and cancel_reason is None else 20,
                     ACCESS_LOGGER,
-                    f"{method} {template or url_path} {status}",
-                    {
-                        "http.request.method": method,
-                        "url.path": url_path,
-                        "http.route": template,
-                        "http.response.status_code": status,
-                        "duration_ms": round(duration * 1000, 3),
-                    },
+                    method,
+                    url_path,
+                    template,
+                    status,
+                    round(duration * 1000, 3),
                     span=span,
+                    ids=trace_ids_text(trace_id, span_hex, span_ctx.trace_flags) if span_ctx.is_valid else None,
                     export=self._export_access == "always"
                     or (
                         self._export_access == "unsampled"

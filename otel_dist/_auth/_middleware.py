@@ -32,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Status, StatusCode
 
+from .._lean_span import set_clean_attributes
 from .._logs import SUPPRESSED, LogBudget, LogSink
 from .._server import ASGIApp, Receive, Scope, Send
 from ._verify import INTERNAL_ERROR, MALFORMED, AuthFailure, KeysNeeded, TokenVerifier
@@ -156,7 +157,7 @@ class ServiceAuthMiddleware:
         self._counts[_SUCCESS] += 1
         span = _get_span()
         if span.is_recording():
-            span.set_attributes({CALLER: identity.name, RESULT: "success"})
+            set_clean_attributes(span, {CALLER: identity.name, RESULT: "success"})  # str values: no re-validation
         scope[SCOPE_KEY] = identity
         state = scope.get("state")
         if state is None:

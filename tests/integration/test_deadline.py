@@ -235,3 +235,38 @@ async def test_the_caller_disconnecting_cancels_the_work_in_flight(telemetry):
     assert span.attributes["otel_dist.cancel.reason"] == "client_disconnect"
     assert span.attributes["http.response.status_code"] == 499
     assert not [line for line in telemetry.log_lines() if line.get("level") in ("ERROR", "CRITICAL")]
+
+
+async def test_the_own_timeout_cuts_each_slow_request_in_arrival_order_and_spares_the_others():
+    """Requests on the service's own timeout share one loop timer (``_server._Expiry``): each slow
+    one is still cut at its own deadline, a request that finished is never cancelled late, and a
+    shorter inbound deadline keeps its own timer."""
+    from otel_dist.testing import capture_telemetry
+
+    own = 1.5
+    with capture_telemetry(service_name="test-svc", environment="test", request_timeout=own) as telemetry:
+        probe = Probe()
+        with serve_app(make_app(telemetry, probe)) as url:
+            async with httpx.AsyncClient(timeout=60) as client:
+
+                async def slow(delay: float, headers: dict[str, str]) -> tuple[int, float]:
+                    await asyncio.sleep(delay)
+                    started = time.monotonic()
+                    response = await client.get(url + "/slow", headers=headers)
+                    return response.status_code, time.monotonic() - started
+
+                first = asyncio.create_task(slow(0.0, {}))
+                second = asyncio.create_task(slow(0.5, {}))
+                inbound = asyncio.create_task(slow(0.2, {DEADLINE_HEADER: "300"}))
+                fast = [(await client.get(url + "/remaining")).status_code for _ in range(20)]
+                results = [await first, await second, await inbound]
+                after = (await client.get(url + "/remaining")).status_code  # the timer re-arms after firing
+                late = asyncio.create_task(slow(0.0, {}))
+                results.append(await late)
+    assert fast == [200] * 20 and after == 200
+    assert [status for status, _ in results] == [504] * 4
+    for _status, elapsed in results[:2] + results[3:]:
+        assert own - 0.2 <= elapsed < own + 10  # cut at its own deadline, not before
+    assert results[2][1] < own  # the inbound 300 ms deadline, not the own timeout
+    assert (probe.ran, probe.cancelled) == (25, 4)
+    assert cancellations(telemetry, "deadline") == 4

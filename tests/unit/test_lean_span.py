@@ -9,8 +9,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Link, SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from otel_dist._lean_span import LeanSpan, set_clean_attributes, start_span
 
@@ -145,3 +145,53 @@ def test_span_self_metrics_when_the_tracer_has_a_real_meter(monkeypatch: pytest.
     quiet, _ = _provider(meter_provider=NoOpMeterProvider())
     span = start_span(quiet.get_tracer("t"), "GET", context=None, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
     assert span._record_end_metrics is _no_end_metrics  # type: ignore[attr-defined]
+
+
+def _parents() -> list[trace.Span | None]:
+    """No parent; remote parents sampled (with a trace state) and not; local parents sampled and not."""
+    state = TraceState([("vendor", "v1")])
+
+    def remote(sampled: bool) -> trace.Span:
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        return NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=flags, trace_state=state))
+
+    def local(sampled: bool) -> trace.Span:
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        return NonRecordingSpan(SpanContext(0xABC, 0x123, is_remote=False, trace_flags=flags, trace_state=state))
+
+    return [None, remote(True), remote(False), local(True), local(False)]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ParentBased(ALWAYS_ON),  # the default: answered without asking the sampler for every span
+        ParentBased(ALWAYS_OFF),
+        ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON, local_parent_sampled=ALWAYS_OFF),
+        ALWAYS_ON,
+        ALWAYS_OFF,
+        ParentBased(TraceIdRatioBased(0.5)),  # asked for every span
+        TraceIdRatioBased(0.5),
+    ],
+)
+def test_same_sampling_decision_and_trace_state_as_the_sdk(sampler: Sampler) -> None:
+    provider, exporter = _provider(sampler=sampler)
+    tracer = provider.get_tracer("t")
+    for parent in _parents():
+        context = trace.set_span_in_context(parent) if parent is not None else None
+        for _ in range(8):  # ratio samplers: several trace ids
+            lean = start_span(tracer, "GET", context=context, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
+            sdk = tracer.start_span("GET", context=context, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
+            if parent is not None:  # same trace id: ratio samplers decide the same for both
+                got = [
+                    (s.is_recording(), s.get_span_context().trace_flags, s.get_span_context().trace_state)
+                    for s in (lean, sdk)
+                ]
+                assert got[0] == got[1], (sampler.get_description(), parent)
+            lean.end()
+            sdk.end()
+    exported = exporter.get_finished_spans()
+    assert all(s.attributes == ATTRS for s in exported)
+    if sampler is ALWAYS_ON:
+        assert len(exported) == 2 * 8 * 5
+        assert {s.context.trace_state.get("vendor") for s in exported if s.parent is not None} == {"v1"}

@@ -128,3 +128,54 @@ def test_json_line_is_exactly_what_json_dumps_writes():
                     span=span if with_span else None, created=1764600000.123456, exc_text=exc_text, legacy=legacy,
                 )  # fmt: skip
                 assert sink._stream.getvalue() == expected
+
+
+def test_access_line_fast_path_writes_and_exports_what_emit_does(monkeypatch):
+    """LogSink.access (the server's per-request line) against the general emit: same text, same record."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from otel_dist._logs import trace_ids_text
+    from otel_dist._propagation import correlation_id
+
+    monkeypatch.setattr("time.time", lambda: 1764600000.123456)
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    cases = [
+        ("GET", "/hello/world", "/hello/{name}", 200, 0.123),
+        ("_OTHER", '/a"b\\c\n\u00e9\u2028', None, 404, 12.5),
+        ("POST", "/orders", "/orders", 503, 1000.0),
+    ]
+    for valid in (True, False):
+        ctx = SpanContext(0xABC if valid else 0, 0xDEF if valid else 0, is_remote=False, trace_flags=TraceFlags(1))
+        span = NonRecordingSpan(ctx)
+        ids = trace_ids_text(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", ctx.trace_flags) if valid else None
+        for environment, legacy in ((None, None), ("prod \u00fc", 'corr "1"')):
+            for method, path, route, status, duration in cases:
+                level = 30 if status >= 500 else 20
+                written = []
+                for fast in (True, False):
+                    sink = LogSink(service_name="svc", environment=environment, stream=io.StringIO())
+                    sink.otel_logger = provider.get_logger("otel_dist")
+                    token = correlation_id.set(legacy)
+                    try:
+                        if fast:
+                            sink.access(level, "otel_dist.access", method, path, route, status, duration,
+                                        span=span, ids=ids, export=True)  # fmt: skip
+                        else:
+                            fields = {"http.request.method": method, "url.path": path, "http.route": route,
+                                      "http.response.status_code": status, "duration_ms": duration}  # fmt: skip
+                            sink.emit(level, "otel_dist.access", f"{method} {route or path} {status}", fields,
+                                      span=span, export=True)  # fmt: skip
+                    finally:
+                        correlation_id.reset(token)
+                    written.append(sink._stream.getvalue())
+                assert written[0] == written[1]
+                assert json.loads(written[0])["http.response.status_code"] == status
+                fast_record, slow_record = (r.log_record for r in exporter.get_finished_logs()[-2:])
+                exporter.clear()
+                for name in ("body", "severity_number", "severity_text", "trace_id", "span_id", "timestamp"):
+                    assert getattr(fast_record, name) == getattr(slow_record, name), name
+                assert dict(fast_record.attributes) == dict(slow_record.attributes)

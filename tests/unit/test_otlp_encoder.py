@@ -116,3 +116,36 @@ def test_each_attribute_type(value: object) -> None:
     provider.get_tracer("t").start_span("s", attributes={"k": value}).end()
     spans = list(exporter.get_finished_spans())
     assert ExportTraceServiceRequest.FromString(encode_spans_request(spans)) == encode_spans(spans)
+
+
+def test_lean_spans_and_dropped_counts_decode_to_the_upstream_message() -> None:
+    """The fast path (the SDK's fields read directly) for the server layer's LeanSpan and for
+    ReadableSpans with dropped attributes, events and links."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from otel_dist._lean_span import LeanSpan, set_clean_attributes, start_span
+
+    exporter = InMemorySpanExporter()
+    limits = SpanLimits(max_span_attributes=3, max_events=1, max_links=1)
+    provider = TracerProvider(resource=Resource.create({"service.name": "lean"}), span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("otel_dist.server", "1.0")
+    attrs = {"http.request.method": "GET", "url.path": "/hello/world", "server.port": 8000}
+    plain = start_span(tracer, "GET", context=None, kind=SpanKind.SERVER, attributes=dict(attrs))
+    assert type(plain) is LeanSpan
+    plain.update_name("GET /hello/{name}")
+    plain.end()
+    failed = start_span(tracer, "POST", context=None, kind=SpanKind.SERVER, attributes={"a": 1, "b": 2})
+    set_clean_attributes(failed, {"http.response.status_code": 500, "error.type": "500"})  # one dropped
+    failed.set_status(Status(StatusCode.ERROR, "boom"))
+    failed.add_event("first", {"n": 1})
+    failed.add_event("second")  # dropped: max_events=1
+    failed.end()
+    remote = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True)
+    links = [Link(remote), Link(remote, {"k": "v"})]  # one dropped
+    tracer.start_span("linked", links=links, attributes={"x": "y", "y": 2, "z": 0.5, "w": True}).end()
+    spans = list(exporter.get_finished_spans())
+    assert [type(s) for s in spans][:2] == [LeanSpan, LeanSpan]
+    assert spans[1].dropped_attributes == 1 and spans[1].dropped_events == 1 and spans[2].dropped_links == 1
+    for _ in range(2):  # the second time from the encoder's caches
+        assert ExportTraceServiceRequest.FromString(encode_spans_request(spans)) == encode_spans(spans)

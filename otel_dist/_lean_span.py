@@ -28,6 +28,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.metrics import NoOpUpDownCounter
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
@@ -99,6 +100,24 @@ def _clean(attributes: Mapping[str, Any], limits: sdk_trace.SpanLimits) -> bool:
     return True
 
 
+def _static_decision(sampler: Any, parent: trace_api.SpanContext | None) -> Decision | None:
+    """The decision of ``ALWAYS_ON``/``ALWAYS_OFF``, alone or as the sampler ``ParentBased`` picks for this
+    parent (exactly those classes: any other sampler is asked); `parent` is None or a valid context."""
+    if type(sampler) is ParentBased:
+        if parent is None:
+            sampler = sampler._root
+        elif parent.is_remote:
+            sampled = parent.trace_flags.sampled
+            sampler = sampler._remote_parent_sampled if sampled else sampler._remote_parent_not_sampled
+        else:
+            sampled = parent.trace_flags.sampled
+            sampler = sampler._local_parent_sampled if sampled else sampler._local_parent_not_sampled
+    if type(sampler) is StaticSampler:
+        decision: Decision = sampler._decision
+        return decision
+    return None
+
+
 def start_span(
     tracer: trace_api.Tracer,
     name: str,
@@ -121,8 +140,14 @@ def start_span(
     else:
         trace_id = parent.trace_id
     links = links or _NOTHING
-    result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-    decision = result.decision
+    sampler = tracer.sampler
+    decision = _static_decision(sampler, parent)
+    sampled_attributes: Mapping[str, Any]
+    if decision is None:
+        result = sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        decision, trace_state, sampled_attributes = result.decision, result.trace_state, result.attributes
+    else:  # what that static sampler returns, without building its result
+        trace_state, sampled_attributes = (parent.trace_state if parent is not None else None), attributes
     random_id = tracer.id_generator.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
     flags = _FLAGS[decision.is_sampled(), bool(random_id)]
     span_context = trace_api.SpanContext(
@@ -130,14 +155,13 @@ def start_span(
         tracer.id_generator.generate_span_id(),
         is_remote=False,
         trace_flags=flags,
-        trace_state=result.trace_state,
+        trace_state=trace_state,
     )
     record_end_metrics = _end_metrics(tracer, parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
 
     limits = tracer._span_limits
-    sampled_attributes = result.attributes
     if links or len(sampled_attributes) != len(attributes) or not _clean(attributes, limits):
         # A sampler that added attributes, links, or values the SDK would change: the SDK's own span.
         span: sdk_trace.Span = sdk_trace._Span(

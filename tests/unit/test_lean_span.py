@@ -145,3 +145,50 @@ def test_span_self_metrics_when_the_tracer_has_a_real_meter(monkeypatch: pytest.
     quiet, _ = _provider(meter_provider=NoOpMeterProvider())
     span = start_span(quiet.get_tracer("t"), "GET", context=None, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
     assert span._record_end_metrics is _no_end_metrics  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    ["always_on", "always_off", "parentbased_always_on", "parentbased_always_off", "parentbased_ratio", "custom"],
+)
+@pytest.mark.parametrize("parent", ["none", "remote_sampled", "remote_unsampled", "local_sampled", "local_unsampled"])
+def test_the_sampler_decides_as_for_the_sdk_start(sampler: str, parent: str) -> None:
+    """ALWAYS_ON/ALWAYS_OFF (alone or under ParentBased) are decided without calling the sampler;
+    the span context (flags, trace state) and recording are the SDK's either way."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, SamplingResult, TraceIdRatioBased
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from opentelemetry.trace.span import TraceState
+
+    class Custom(ParentBased):  # a subclass may decide otherwise: it is asked
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            return SamplingResult(Decision.RECORD_ONLY, {"custom": "yes"}, TraceState([("c", "1")]))
+
+    samplers = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "parentbased_always_on": ParentBased(ALWAYS_ON),
+        "parentbased_always_off": ParentBased(ALWAYS_OFF),
+        "parentbased_ratio": ParentBased(TraceIdRatioBased(0.5)),
+        "custom": Custom(ALWAYS_ON),
+    }
+    provider, _ = _provider(sampler=samplers[sampler])
+    tracer = provider.get_tracer("t")
+    state = TraceState([("vendor", "v1")])
+    context = None
+    if parent != "none":
+        flags = TraceFlags(1 if parent.endswith("_sampled") else 0)
+        remote = parent.startswith("remote")
+        span_context = SpanContext(0xABC, 0xDEF, is_remote=remote, trace_flags=flags, trace_state=state)
+        context = trace.set_span_in_context(NonRecordingSpan(span_context))
+    for _ in range(3):  # the ratio sampler: several trace ids (root spans draw new ones)
+        lean = start_span(tracer, "GET", context=context, kind=SpanKind.SERVER, attributes=dict(ATTRS))
+        sdk = tracer.start_span("GET", context=context, kind=SpanKind.SERVER, attributes=dict(ATTRS))
+        lean_ctx, sdk_ctx = lean.get_span_context(), sdk.get_span_context()
+        assert lean_ctx.trace_state == sdk_ctx.trace_state
+        if parent != "none" or sampler != "parentbased_ratio":  # a root's ratio decision depends on its new id
+            assert lean_ctx.trace_flags == sdk_ctx.trace_flags
+            assert lean.is_recording() == sdk.is_recording()
+        if lean.is_recording() and sdk.is_recording():
+            assert dict(lean.attributes) == dict(sdk.attributes)  # type: ignore[attr-defined]
+        lean.end()
+        sdk.end()

@@ -5,10 +5,15 @@ client's GIL).  The client process is bootstrapped like a service (httpx instrum
 to an exporter that drops them, Prometheus reader on).  Each round runs every variant once, order
 rotated, ``--calls`` sequential GETs each; reported are medians over rounds of wall-clock µs per
 call and of client-process CPU µs per call, and the paired per-round difference to bare httpx.
+The client process runs the way an otel-dist service runs: once set up (telemetry, clients, warm-up
+calls) it collects and freezes its heap (``gc.collect(); gc.freeze()``, as the server layer does when
+the app's start-up completes, ``OTEL_DIST_GC_FREEZE``), the same for every variant; ``--no-gc-freeze``
+measures without it.
 
     python -m benchmarks.client_overhead [--rounds 15] [--calls 400]
     python -m benchmarks.client_overhead --count      # function calls per call (deterministic, any load)
     python -m benchmarks.client_overhead --profile    # cProfile of the ServiceClient calls, by own time
+    python -m benchmarks.client_overhead --no-gc-freeze  # heap not frozen after set-up
 
 Variants: ``httpx (uninstrumented)`` (instrumentation suppressed: what a plain app pays; the base of the
 differences), ``httpx`` (bare client with the CLIENT span of the selected instrumentation: otel-dist's lean
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -123,7 +129,9 @@ async def profile_calls(call: Callable[[], Awaitable[Any]], n: int) -> str:
     return out.getvalue()
 
 
-async def run(url: str, rounds: int, calls: int, mode: str = "time") -> dict[str, dict[str, list[float]]]:
+async def run(
+    url: str, rounds: int, calls: int, mode: str = "time", gc_freeze: bool = True
+) -> dict[str, dict[str, list[float]]]:
     from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
     from otel_dist import ServiceClient, ServiceTokenAuth
@@ -149,6 +157,9 @@ async def run(url: str, rounds: int, calls: int, mode: str = "time") -> dict[str
         variants = dict(zip(NAMES, (uninstrumented, plain, resilient), strict=True))
         for variant in variants.values():  # warm-up: connections, caches, instruments
             await measure(variant, calls // 4 or 1)
+        if gc_freeze:  # set-up done: what a service does once its start-up completes (see the docstring)
+            gc.collect()
+            gc.freeze()
         if mode == "count":
             for name in NAMES:
                 results[name]["calls"].append(await count_calls(variants[name], calls))
@@ -163,6 +174,8 @@ async def run(url: str, rounds: int, calls: int, mode: str = "time") -> dict[str
                 results[name]["wall"].append(wall)
                 results[name]["cpu"].append(cpu)
     tel.shutdown()
+    if gc_freeze:
+        gc.unfreeze()
     return results
 
 
@@ -188,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--count", action="store_true", help="function calls per call instead of time")
     parser.add_argument("--profile", action="store_true", help="cProfile of --calls ServiceClient calls")
+    parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="do not freeze the heap after set-up (services do by default)"
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -196,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode = "count" if args.count else "profile" if args.profile else "time"
     proc, url = start_upstream()
     try:
-        results = asyncio.run(run(url, args.rounds, args.calls, mode))
+        results = asyncio.run(run(url, args.rounds, args.calls, mode, gc_freeze=not args.no_gc_freeze))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -209,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             n = results[name]["calls"][0]
             print(f"{name:<24}{n:>10.0f}{n - base:>+10.0f}")
         return
-    print(f"{args.rounds} rounds x {args.calls} sequential GETs per variant, medians; upstream {url} (own process)")
+    heap = "heap not frozen" if args.no_gc_freeze else "heap frozen after set-up, as in a service"
+    print(
+        f"{args.rounds} rounds x {args.calls} sequential GETs per variant, medians; {heap}; "
+        f"upstream {url} (own process)"
+    )
     print(report(results))
 
 

@@ -67,11 +67,17 @@ def trace_engine(engine: Engine, tracer: trace.Tracer, system: str) -> None:
     def connect() -> Connection:
         if not is_instrumentation_enabled():
             return original_connect()
-        with trace.use_span(
-            start_span(tracer, "connect", context=None, kind=SpanKind.CLIENT, attributes=dict(base)),
-            end_on_exit=True,
-        ):
+        # Not made current (nothing under a checkout is traced): no context attach/detach per request.
+        span = start_span(tracer, "connect", context=None, kind=SpanKind.CLIENT, attributes=dict(base))
+        try:
             return original_connect()
+        except Exception as error:
+            span.record_exception(error)
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            raise
+        finally:
+            span.end()
 
     engine.connect = connect  # type: ignore[method-assign]  # this engine only (the contrib patches the class)
 

@@ -48,6 +48,41 @@ _FLAGS = {
 }
 
 
+_DECIDED: dict[int, tuple[Any, tuple[Decision, Decision, Decision, Decision, Decision] | None]] = {}
+
+
+def _static_decisions(sampler: Any) -> tuple[Decision, Decision, Decision, Decision, Decision] | None:
+    """(root, remote sampled, remote not sampled, local sampled, local not sampled) decisions of a sampler
+    whose answer depends on the parent only (the default ``parentbased_always_on``, ``always_on``...);
+    None for any other (ratio, custom): that one is asked for every span."""
+    found = _DECIDED.get(id(sampler))
+    if found is not None and found[0] is sampler:
+        return found[1]
+    decisions = None
+    if type(sampler) is StaticSampler:
+        decisions = (sampler._decision,) * 5
+    elif type(sampler) is ParentBased:
+        delegates: tuple[Any, ...] = (
+            sampler._root,
+            sampler._remote_parent_sampled,
+            sampler._remote_parent_not_sampled,
+            sampler._local_parent_sampled,
+            sampler._local_parent_not_sampled,
+        )
+        if all(type(d) is StaticSampler for d in delegates):
+            decisions = (
+                delegates[0]._decision,
+                delegates[1]._decision,
+                delegates[2]._decision,
+                delegates[3]._decision,
+                delegates[4]._decision,
+            )
+    if len(_DECIDED) > 64:
+        _DECIDED.clear()
+    _DECIDED[id(sampler)] = (sampler, decisions)  # the sampler kept alive: its id is not reused
+    return decisions
+
+
 def _no_end_metrics() -> None:
     pass
 
@@ -100,24 +135,6 @@ def _clean(attributes: Mapping[str, Any], limits: sdk_trace.SpanLimits) -> bool:
     return True
 
 
-def _static_decision(sampler: Any, parent: trace_api.SpanContext | None) -> Decision | None:
-    """The decision of ``ALWAYS_ON``/``ALWAYS_OFF``, alone or as the sampler ``ParentBased`` picks for this
-    parent (exactly those classes: any other sampler is asked); `parent` is None or a valid context."""
-    if type(sampler) is ParentBased:
-        if parent is None:
-            sampler = sampler._root
-        elif parent.is_remote:
-            sampled = parent.trace_flags.sampled
-            sampler = sampler._remote_parent_sampled if sampled else sampler._remote_parent_not_sampled
-        else:
-            sampled = parent.trace_flags.sampled
-            sampler = sampler._local_parent_sampled if sampled else sampler._local_parent_not_sampled
-    if type(sampler) is StaticSampler:
-        decision: Decision = sampler._decision
-        return decision
-    return None
-
-
 def start_span(
     tracer: trace_api.Tracer,
     name: str,
@@ -140,14 +157,21 @@ def start_span(
     else:
         trace_id = parent.trace_id
     links = links or _NOTHING
-    sampler = tracer.sampler
-    decision = _static_decision(sampler, parent)
-    sampled_attributes: Mapping[str, Any]
-    if decision is None:
-        result = sampler.should_sample(context, trace_id, name, kind, attributes, links)
+    decisions = _static_decisions(tracer.sampler)
+    if decisions is not None:
+        # What the SDK's ParentBased/StaticSampler would answer, without asking it (it looks the parent up
+        # twice more and wraps the attributes): same decision, the parent's trace state, no attributes added.
+        if parent is None:
+            decision = decisions[0]
+        elif parent.is_remote:
+            decision = decisions[1] if parent.trace_flags.sampled else decisions[2]
+        else:
+            decision = decisions[3] if parent.trace_flags.sampled else decisions[4]
+        trace_state = parent.trace_state if parent is not None else None
+        sampled_attributes: Any = attributes
+    else:
+        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         decision, trace_state, sampled_attributes = result.decision, result.trace_state, result.attributes
-    else:  # what that static sampler returns, without building its result
-        trace_state, sampled_attributes = (parent.trace_state if parent is not None else None), attributes
     random_id = tracer.id_generator.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
     flags = _FLAGS[decision.is_sampled(), bool(random_id)]
     span_context = trace_api.SpanContext(

@@ -155,6 +155,9 @@ class ServiceClient:
         # the upstream's slowness, so it must not eat the attempt timeout nor trip the breaker.
         self._slots = asyncio.Semaphore(max_connections)
         self._span_names = {m: f"{m} {self.target}" for m in _KNOWN_METHODS}
+        # Most calls succeed at once: the first attempt runs directly, and backoff's loop (its clock, wait
+        # generator and handler calls: ~25 function calls) starts only after it failed, replaying that
+        # failure as its own first try (see _retry_attempt), so tries, waits and give-ups are backoff's.
         self._send_with_retries = backoff.on_exception(
             wait_times,
             AttemptFailed,
@@ -165,7 +168,7 @@ class ServiceClient:
             logger=None,  # give-ups are logged once, by this client, inside the caller's trace
             base=opts.retry_backoff,
             max_value=opts.max_backoff,
-        )(self._attempt)
+        )(self._retry_attempt)
 
     # ------------------------------------------------------------------ public
 
@@ -223,7 +226,11 @@ class ServiceClient:
         end_attrs: dict[str, Any] = {}
         try:
             try:
-                response: httpx.Response = await self._send_with_retries(call)
+                try:
+                    response: httpx.Response = await self._attempt(call)
+                except AttemptFailed as first:
+                    call.replay = first
+                    response = await self._send_with_retries(call)
             except AttemptFailed as failed:
                 error, error_type = self._give_up(call, failed, method_attr, time.monotonic() - start)
                 end_attrs["otel_dist.give_up.reason"] = error.reason
@@ -286,6 +293,14 @@ class ServiceClient:
         await self._client.__aexit__(*exc_info)
 
     # ------------------------------------------------------------------ layers
+
+    async def _retry_attempt(self, call: CallState) -> httpx.Response:
+        """What backoff retries: the first attempt's failure (already sent) once, then real attempts."""
+        replay = call.replay
+        if replay is not None:
+            call.replay = None
+            raise replay
+        return await self._attempt(call)
 
     async def _attempt(self, call: CallState) -> httpx.Response:
         """One attempt: breaker admission, a connection slot, attempt timeout, auth, instrumented transport."""

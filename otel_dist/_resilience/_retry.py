@@ -90,6 +90,7 @@ class CallState:
         "deadline",
         "give_up_reason",
         "last_failure",
+        "replay",
         "replayable",
         "request",
         "trace_hook",
@@ -104,6 +105,7 @@ class CallState:
         self.attempts = 0
         self.give_up_reason: str | None = None
         self.last_failure: AttemptFailed | None = None  # the last attempt that did I/O and failed
+        self.replay: AttemptFailed | None = None  # the first attempt's failure, for backoff's loop to take over
         self.trace_hook: Any = request.extensions.get("trace")
 
     def remaining(self) -> float:

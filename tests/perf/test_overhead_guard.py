@@ -23,10 +23,10 @@ import pytest
 from benchmarks import inprocess
 
 # Measured: plain 343, full 555 (with service auth; the access line's OTel record is not emitted
-# for exported spans; the lean server span with ALWAYS_ON decided without the sampler; the duration
-# histogram queued and aggregated at collection (BatchedHistogram); the access line written directly;
-# the own timeout's shared expiry timer), upstream contrib 2763 calls per request, i.e. the full
-# layer adds 212.
+# for exported spans; the lean server span, its sampling decision taken without asking the default
+# parent-based sampler; the duration histogram queued and aggregated at collection
+# (BatchedHistogram); the access line written directly; the own timeout's shared expiry timer),
+# upstream contrib 2763 calls per request, i.e. the full layer adds 212.
 # Budget ~10% above: a per-request route scan up to the matched route (+70) or one more span
 # crosses it; SDK upgrades may move the count (re-measure, then adjust).
 CALL_BUDGET = 235

@@ -86,3 +86,19 @@ async def test_suppressed_instrumentation_makes_no_database_spans(tmp_path):
             assert len(cap.spans()) == before
         finally:
             await database.close()
+
+
+async def test_a_failed_checkout_ends_its_connect_span_with_the_error(tmp_path):
+    with capture_telemetry() as cap:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'x.db'}", telemetry=cap.telemetry)
+        try:
+            with pytest.raises(OperationalError):
+                async with database.sessions() as session:
+                    await session.execute(select(notes.c.id))
+        finally:
+            await database.close()
+        (connect,) = [s for s in cap.spans() if s.name == "connect"]
+    assert connect.end_time is not None and connect.status.status_code is StatusCode.ERROR
+    assert connect.status.description.startswith("OperationalError: (sqlite3.OperationalError) unable to open database")
+    assert connect.attributes["error.type"] == "OperationalError"
+    assert [e.name for e in connect.events] == ["exception"]

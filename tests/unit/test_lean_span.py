@@ -9,8 +9,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Link, SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from otel_dist._lean_span import LeanSpan, set_clean_attributes, start_span
 
@@ -147,48 +147,51 @@ def test_span_self_metrics_when_the_tracer_has_a_real_meter(monkeypatch: pytest.
     assert span._record_end_metrics is _no_end_metrics  # type: ignore[attr-defined]
 
 
+def _parents() -> list[trace.Span | None]:
+    """No parent; remote parents sampled (with a trace state) and not; local parents sampled and not."""
+    state = TraceState([("vendor", "v1")])
+
+    def remote(sampled: bool) -> trace.Span:
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        return NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=flags, trace_state=state))
+
+    def local(sampled: bool) -> trace.Span:
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        return NonRecordingSpan(SpanContext(0xABC, 0x123, is_remote=False, trace_flags=flags, trace_state=state))
+
+    return [None, remote(True), remote(False), local(True), local(False)]
+
+
 @pytest.mark.parametrize(
     "sampler",
-    ["always_on", "always_off", "parentbased_always_on", "parentbased_always_off", "parentbased_ratio", "custom"],
+    [
+        ParentBased(ALWAYS_ON),  # the default: answered without asking the sampler for every span
+        ParentBased(ALWAYS_OFF),
+        ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON, local_parent_sampled=ALWAYS_OFF),
+        ALWAYS_ON,
+        ALWAYS_OFF,
+        ParentBased(TraceIdRatioBased(0.5)),  # asked for every span
+        TraceIdRatioBased(0.5),
+    ],
 )
-@pytest.mark.parametrize("parent", ["none", "remote_sampled", "remote_unsampled", "local_sampled", "local_unsampled"])
-def test_the_sampler_decides_as_for_the_sdk_start(sampler: str, parent: str) -> None:
-    """ALWAYS_ON/ALWAYS_OFF (alone or under ParentBased) are decided without calling the sampler;
-    the span context (flags, trace state) and recording are the SDK's either way."""
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, SamplingResult, TraceIdRatioBased
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-    from opentelemetry.trace.span import TraceState
-
-    class Custom(ParentBased):  # a subclass may decide otherwise: it is asked
-        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
-            return SamplingResult(Decision.RECORD_ONLY, {"custom": "yes"}, TraceState([("c", "1")]))
-
-    samplers = {
-        "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF,
-        "parentbased_always_on": ParentBased(ALWAYS_ON),
-        "parentbased_always_off": ParentBased(ALWAYS_OFF),
-        "parentbased_ratio": ParentBased(TraceIdRatioBased(0.5)),
-        "custom": Custom(ALWAYS_ON),
-    }
-    provider, _ = _provider(sampler=samplers[sampler])
+def test_same_sampling_decision_and_trace_state_as_the_sdk(sampler: Sampler) -> None:
+    provider, exporter = _provider(sampler=sampler)
     tracer = provider.get_tracer("t")
-    state = TraceState([("vendor", "v1")])
-    context = None
-    if parent != "none":
-        flags = TraceFlags(1 if parent.endswith("_sampled") else 0)
-        remote = parent.startswith("remote")
-        span_context = SpanContext(0xABC, 0xDEF, is_remote=remote, trace_flags=flags, trace_state=state)
-        context = trace.set_span_in_context(NonRecordingSpan(span_context))
-    for _ in range(3):  # the ratio sampler: several trace ids (root spans draw new ones)
-        lean = start_span(tracer, "GET", context=context, kind=SpanKind.SERVER, attributes=dict(ATTRS))
-        sdk = tracer.start_span("GET", context=context, kind=SpanKind.SERVER, attributes=dict(ATTRS))
-        lean_ctx, sdk_ctx = lean.get_span_context(), sdk.get_span_context()
-        assert lean_ctx.trace_state == sdk_ctx.trace_state
-        if parent != "none" or sampler != "parentbased_ratio":  # a root's ratio decision depends on its new id
-            assert lean_ctx.trace_flags == sdk_ctx.trace_flags
-            assert lean.is_recording() == sdk.is_recording()
-        if lean.is_recording() and sdk.is_recording():
-            assert dict(lean.attributes) == dict(sdk.attributes)  # type: ignore[attr-defined]
-        lean.end()
-        sdk.end()
+    for parent in _parents():
+        context = trace.set_span_in_context(parent) if parent is not None else None
+        for _ in range(8):  # ratio samplers: several trace ids
+            lean = start_span(tracer, "GET", context=context, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
+            sdk = tracer.start_span("GET", context=context, kind=SpanKind.CLIENT, attributes=dict(ATTRS))
+            if parent is not None:  # same trace id: ratio samplers decide the same for both
+                got = [
+                    (s.is_recording(), s.get_span_context().trace_flags, s.get_span_context().trace_state)
+                    for s in (lean, sdk)
+                ]
+                assert got[0] == got[1], (sampler.get_description(), parent)
+            lean.end()
+            sdk.end()
+    exported = exporter.get_finished_spans()
+    assert all(s.attributes == ATTRS for s in exported)
+    if sampler is ALWAYS_ON:
+        assert len(exported) == 2 * 8 * 5
+        assert {s.context.trace_state.get("vendor") for s in exported if s.parent is not None} == {"v1"}

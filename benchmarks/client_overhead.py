@@ -2,24 +2,27 @@
 
 The upstream is a minimal ASGI app under uvicorn in a separate process (so its CPU does not share the
 client's GIL).  The client process is bootstrapped like a service (httpx instrumented, spans batched
-to an exporter that drops them, Prometheus reader on).  Each round runs every variant once, order
-rotated, ``--calls`` sequential GETs each; reported are medians over rounds of wall-clock µs per
-call and of client-process CPU µs per call, and the paired per-round difference to bare httpx.
-The client process runs the way an otel-dist service runs: once set up (telemetry, clients, warm-up
-calls) it collects and freezes its heap (``gc.collect(); gc.freeze()``, as the server layer does when
-the app's start-up completes, ``OTEL_DIST_GC_FREEZE``), the same for every variant; ``--no-gc-freeze``
-measures without it.
+to an exporter that drops them, Prometheus reader on).  Once set up (telemetry, clients, warm-up calls)
+it collects and freezes its heap (``gc.collect(); gc.freeze()``, as the server layer does when the app's
+start-up completes, ``OTEL_DIST_GC_FREEZE``), the same for every variant; ``--no-gc-freeze`` measures
+without it.  Each round makes ``--calls`` sequential GETs per variant, interleaved call by call (the
+variants take turns, the first one rotating, each call timed alone), so a change in the machine's load
+hits every variant alike; reported are medians over rounds of wall-clock µs per call and of
+client-process CPU µs per call, and the paired per-round difference to bare httpx.
 
     python -m benchmarks.client_overhead [--rounds 15] [--calls 400]
     python -m benchmarks.client_overhead --count      # function calls per call (deterministic, any load)
     python -m benchmarks.client_overhead --profile    # cProfile of the ServiceClient calls, by own time
     python -m benchmarks.client_overhead --no-gc-freeze  # heap not frozen after set-up
 
-Variants: ``httpx (uninstrumented)`` (instrumentation suppressed: what a plain app pays; the base of the
-differences), ``httpx`` (bare client with the CLIENT span of the selected instrumentation: otel-dist's lean
-one by default, ``OTEL_DIST_CLIENT_INSTRUMENTATION=contrib`` for the contrib one), and ``ServiceClient``
-(logical span, deadline, retry budget, backoff, breaker, metrics, the service token header as the example
-services send it (``ServiceTokenAuth``, cached HS256 token), then the same CLIENT span).
+Variants: ``httpx (uninstrumented)`` (httpx's default transport, instrumentation suppressed: what a plain
+app pays; the base of the differences), ``httpx`` (the same client with the CLIENT span of the selected
+instrumentation: otel-dist's lean one by default, ``OTEL_DIST_CLIENT_INSTRUMENTATION=contrib`` for the
+contrib one), ``ServiceClient`` (as a user gets it: logical span, deadline, retry budget, backoff, breaker,
+metrics, the service token header as the example services send it (``ServiceTokenAuth``, cached HS256
+token), then the same CLIENT span, over its default connection layer for a plain-HTTP service,
+``otel_dist/_transport.py``), and ``ServiceClient, httpx pool`` (the same over httpx's default transport:
+like for like with the base, so what telemetry and resilience cost stays visible).
 Target (issue 13): ``ServiceClient`` at most +80 µs wall over the uninstrumented call.
 """
 
@@ -40,7 +43,7 @@ import httpx
 
 from benchmarks.calls import counting_calls
 
-NAMES = ("httpx (uninstrumented)", "httpx", "ServiceClient")
+NAMES = ("httpx (uninstrumented)", "httpx", "ServiceClient", "ServiceClient, httpx pool")
 
 
 async def upstream_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -104,6 +107,24 @@ async def measure(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, fl
     return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
+async def interleaved(
+    variants: Sequence[Callable[[], Awaitable[Any]]], n: int, first: int
+) -> list[tuple[float, float]]:
+    """(wall µs, CPU µs) per call of each variant over `n` turns, the variants taking turns call by call."""
+    count = len(variants)
+    wall, cpu = [0.0] * count, [0.0] * count
+    clock, cpu_clock = time.perf_counter, time.process_time
+    for turn in range(n):
+        for k in range(count):
+            i = (first + turn + k) % count
+            w, c = clock(), cpu_clock()
+            await variants[i]()
+            c2, w2 = cpu_clock(), clock()
+            wall[i] += w2 - w
+            cpu[i] += c2 - c
+    return [(wall[i] / n * 1e6, cpu[i] / n * 1e6) for i in range(count)]
+
+
 async def count_calls(call: Callable[[], Awaitable[Any]], n: int) -> float:
     """Python and C function calls per call (``sys.setprofile``; a coroutine resumed counts again)."""
     with counting_calls() as counted:
@@ -139,9 +160,11 @@ async def run(
     tel = telemetry()
     auth = ServiceTokenAuth("bench-caller", "bench-upstream", secret="benchmark-only-secret-0123456789abcdef")
     results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "calls": []} for name in NAMES}
+    httpx_pool = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
     async with (
         httpx.AsyncClient(base_url=url) as bare,
         ServiceClient("bench-upstream", url, auth=auth, telemetry=tel) as client,
+        ServiceClient("bench-upstream", url, auth=auth, telemetry=tel, transport=httpx_pool) as on_httpx_pool,
     ):
 
         async def uninstrumented() -> None:
@@ -154,7 +177,10 @@ async def run(
         async def resilient() -> None:
             (await client.get("/")).raise_for_status()
 
-        variants = dict(zip(NAMES, (uninstrumented, plain, resilient), strict=True))
+        async def resilient_httpx_pool() -> None:
+            (await on_httpx_pool.get("/")).raise_for_status()
+
+        variants = dict(zip(NAMES, (uninstrumented, plain, resilient, resilient_httpx_pool), strict=True))
         for variant in variants.values():  # warm-up: connections, caches, instruments
             await measure(variant, calls // 4 or 1)
         if gc_freeze:  # set-up done: what a service does once its start-up completes (see the docstring)
@@ -168,9 +194,7 @@ async def run(
             print(await profile_calls(resilient, calls))
             rounds = 0
         for r in range(rounds):
-            order = NAMES[r % 3 :] + NAMES[: r % 3]
-            for name in order:
-                wall, cpu = await measure(variants[name], calls)
+            for name, (wall, cpu) in zip(NAMES, await interleaved(list(variants.values()), calls, r), strict=True):
                 results[name]["wall"].append(wall)
                 results[name]["cpu"].append(cpu)
     tel.shutdown()
@@ -183,14 +207,14 @@ def report(results: dict[str, dict[str, list[float]]]) -> str:
     """Medians, and paired per-round differences to the uninstrumented call (the issue-13 target's base)."""
     base = results[NAMES[0]]
     lines = [
-        f"{'variant':<24}{'wall µs/call':>14}{'CPU µs/call':>14}{'Δ wall vs uninstr.':>20}{'Δ CPU vs uninstr.':>19}",
+        f"{'variant':<27}{'wall µs/call':>14}{'CPU µs/call':>14}{'Δ wall vs uninstr.':>20}{'Δ CPU vs uninstr.':>19}",
     ]
     for name in NAMES:
         wall, cpu = results[name]["wall"], results[name]["cpu"]
         d_wall = statistics.median(a - b for a, b in zip(wall, base["wall"], strict=True))
         d_cpu = statistics.median(a - b for a, b in zip(cpu, base["cpu"], strict=True))
         lines.append(
-            f"{name:<24}{statistics.median(wall):>14.1f}{statistics.median(cpu):>14.1f}{d_wall:>+20.1f}{d_cpu:>+19.1f}"
+            f"{name:<27}{statistics.median(wall):>14.1f}{statistics.median(cpu):>14.1f}{d_wall:>+20.1f}{d_cpu:>+19.1f}"
         )
     return "\n".join(lines)
 
@@ -223,11 +247,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"function calls per call ({args.calls} calls per variant; a resumed coroutine counts again)")
         for name in NAMES:
             n = results[name]["calls"][0]
-            print(f"{name:<24}{n:>10.0f}{n - base:>+10.0f}")
+            print(f"{name:<27}{n:>10.0f}{n - base:>+10.0f}")
         return
     heap = "heap not frozen" if args.no_gc_freeze else "heap frozen after set-up, as in a service"
     print(
-        f"{args.rounds} rounds x {args.calls} sequential GETs per variant, medians; {heap}; "
+        f"{args.rounds} rounds x {args.calls} sequential GETs per variant, interleaved call by call, medians; {heap}; "
         f"upstream {url} (own process)"
     )
     print(report(results))

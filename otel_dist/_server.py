@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import _capture
 from ._deadline import HEADER_BYTES, REQUEST, RequestContext, parse_deadline
-from ._lean_histogram import LeanHistogram
+from ._lean_histogram import BatchedHistogram
 from ._lean_span import set_clean_attributes, start_span
 from ._logs import LogSink, trace_ids_text
 from ._propagation import clean_correlation_id, correlation_id, extract_from_all_headers, extract_from_headers
@@ -134,6 +134,9 @@ class ActiveRequests:
         # (method, scheme) -> [requests in flight, attributes]; bounded: methods are normalised.  The
         # count is the length of a deque: append and pop are atomic (no lock per request, any thread).
         self._slots: dict[tuple[str, str], list[Any]] = {}
+        # The SDK runs this instrument's callback before every collection of every reader: the
+        # duration histograms of the apps on this meter aggregate their queued measurements then.
+        self._batched: weakref.WeakSet[BatchedHistogram] = weakref.WeakSet()
         meter.create_observable_up_down_counter(
             "http.server.active_requests",
             callbacks=[self._observe],
@@ -165,7 +168,12 @@ class ActiveRequests:
     def leave(in_flight: collections.deque[None]) -> None:
         in_flight.pop()
 
+    def flush_before_collection(self, histogram: BatchedHistogram) -> None:
+        self._batched.add(histogram)
+
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        for histogram in list(self._batched):
+            histogram.flush()
         return [Observation(len(in_flight), attrs) for in_flight, attrs in list(self._slots.values())]
 
 
@@ -227,12 +235,13 @@ class ServerTelemetry:
         # the line as a log record too would store each request twice and cost ~25 µs.
         self._export_access = settings.access_log_export
         self._spans_exported = bool(settings.trace_exporters)
-        self._duration = LeanHistogram(
+        self._duration = BatchedHistogram(
             meter.create_histogram(
                 "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
             )
         )
         self._active = ActiveRequests.of(meter)
+        self._active.flush_before_collection(self._duration)
         self._cancellations = meter.create_counter(
             "otel_dist.server.cancellations",
             unit="{request}",

@@ -30,6 +30,7 @@ from .._bootstrap import Telemetry, bootstrap
 from .._deadline import HEADER as DEADLINE_HEADER
 from .._deadline import REQUEST
 from .._lean_span import set_clean_attributes, start_span
+from .._transport import service_transport
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, Rejected, Ticket, breaker_for
 from ._budget import budget_for
 from ._errors import CircuitOpenError, ServiceCallError
@@ -143,12 +144,15 @@ class ServiceClient:
         self._telemetry = client_telemetry(tel)
         _httpx.allow_propagation(base_url)  # a service of this system: its requests carry the trace context
         self._contrib_spans = tel.settings.client_instrumentation == "contrib"
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        if transport is None:  # a plain-HTTP service of this system: the leaner connection layer (_transport)
+            transport = service_transport(base_url, limits)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
             headers=headers,
             timeout=opts.attempt_timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=limits,
         )
         # Callers queue here, not in httpcore's pool: its wait gets slow with hundreds of queued
         # requests (~20 ms CPU each at 1,000), and time spent queued behind our own pool is not

@@ -560,3 +560,21 @@ async def test_retry_budget_still_retries_a_single_transient_failure(telemetry, 
     assert value(telemetry, "otel_dist.client.retries", target, otel_dist__retry__reason="status_503") == 1
     # 3/s x 10 s + 0.2 x 1 call, minus the one retry taken
     assert value(telemetry, "otel_dist.client.retry_budget.remaining", target) == 29
+
+
+async def test_default_connection_layer_lean_for_plain_http_services_httpx_otherwise(upstream, monkeypatch):
+    """A plain-HTTP service gets otel_dist._transport (httpx's transport on a leaner pool and network backend);
+    https, a proxied target or a transport the caller passes keep what httpx would use."""
+    target = f"layer-{uuid.uuid4().hex[:6]}"
+    async with ServiceClient(target, upstream.url, **FAST) as client:
+        assert type(client._client._transport).__name__ == "_LeanTransport"
+        assert isinstance(client._client._transport, httpx.AsyncHTTPTransport)  # so its CLIENT span is recorded
+        assert [(await client.get(f"/n{i}")).status_code for i in range(3)] == [200, 200, 200]
+    async with ServiceClient(target, "https://orders.internal:8443") as tls:
+        assert type(tls._client._transport) is httpx.AsyncHTTPTransport
+    given = httpx.AsyncHTTPTransport()
+    async with ServiceClient(target, upstream.url, transport=given) as mine:
+        assert mine._client._transport is given
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    async with ServiceClient(target, upstream.url) as proxied:
+        assert type(proxied._client._transport) is httpx.AsyncHTTPTransport

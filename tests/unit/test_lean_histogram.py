@@ -145,3 +145,79 @@ def test_no_op_instrument_is_left_to_itself() -> None:
     lean.record(0.1, OK, "ok")
     lean.record(0.2, OK, "ok")
     assert lean._bound == {}
+
+
+def test_batched_histogram_collects_what_the_sdk_collects_with_two_readers() -> None:
+    """BatchedHistogram (the server's duration histogram): queued measurements are aggregated when a
+    reader collects (from an asynchronous instrument's callback, as the server layer does it) and every
+    64 of one attribute set; both readers see the SDK's points, min/max and exemplars (the last sampled
+    measurement of each bucket: spans alternate between sampled and not)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from otel_dist._lean_histogram import BatchedHistogram
+
+    tracers = [TracerProvider().get_tracer("t"), TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")]
+    runs = []
+    for batched in (False, True):
+        readers = (InMemoryMetricReader(), InMemoryMetricReader())
+        provider = MeterProvider(metric_readers=list(readers))
+        meter = provider.get_meter("m")
+        histogram = meter.create_histogram("http.server.request.duration", unit="s")
+        lean = BatchedHistogram(histogram) if batched else None
+        if lean is not None:
+
+            def flush(_options: Any, lean: BatchedHistogram = lean) -> list[Any]:
+                lean.flush()
+                return []
+
+            meter.create_observable_up_down_counter("flush", callbacks=[flush])
+        collected = []
+        for i in range(300):
+            attrs = FAILED if i % 7 == 3 else OK
+            value = VALUES[i % len(VALUES)] + i * 1e-6  # distinct: the exemplar kept is the last one
+            span = tracers[(i // 3) % 2].start_span(f"request {i}")
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                if lean is None:
+                    histogram.record(value, attrs)
+                else:
+                    lean.record(value, attrs, (attrs["http.response.status_code"],))
+            finally:
+                otel_context.detach(token)
+                span.end()
+            if i in (10, 150):
+                collected.append(_trace_ids_replaced(_points(readers[0])))  # one reader in the middle
+        collected += [_trace_ids_replaced(_points(readers[0])), _trace_ids_replaced(_points(readers[1]))]
+        runs.append(collected)
+        if lean is not None:
+            assert lean._queues, "the measurements were queued (batched path taken)"
+    sdk, batched_run = runs
+    assert all(p["exemplars"] for p in sdk[-1]), "the SDK path kept exemplars"
+    assert batched_run == sdk
+    ok = next(p for p in sdk[-1] if p["attributes"] == OK)
+    assert ok["count"] == 300 - len([i for i in range(300) if i % 7 == 3])
+
+
+def test_batched_histogram_falls_back_where_it_cannot_batch() -> None:
+    """Delta temporality (aggregations replaced at each collection) and a view with another aggregation:
+    every record is aggregated at once, as LeanHistogram does."""
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    from otel_dist._lean_histogram import BatchedHistogram
+
+    delta = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    lean = BatchedHistogram(MeterProvider(metric_readers=[delta]).get_meter("m").create_histogram("d", unit="s"))
+    for value in (0.1, 0.2, 0.3):
+        lean.record(value, OK, "ok")
+    assert lean._queues == {} and [p["count"] for p in _points(delta)] == [3]
+
+    reader = InMemoryMetricReader()
+    view = View(instrument_name="d", aggregation=ExponentialBucketHistogramAggregation())
+    lean = BatchedHistogram(MeterProvider(metric_readers=[reader], views=[view]).get_meter("m").create_histogram("d"))
+    for value in (0.1, 0.2, 0.3):
+        lean.record(value, OK, "ok")
+    assert lean._queues == {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    (metric,) = data.resource_metrics[0].scope_metrics[0].metrics
+    assert metric.data.data_points[0].count == 3

@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from sqlalchemy.sql.schema import MetaData
 
@@ -50,11 +49,9 @@ from ._instrumentation import MiddlewareFactory
 from ._logs import get_logger
 from ._redact import redact_url
 from ._resilience import ServiceClient, breaker_states
-from ._resilience._client import POOL_SIZE
 from ._server import ASGIApp
 from ._settings import ConfigError, Settings, load_settings, service_url, service_url_variable
 from ._startup import worker_exit
-from ._transport import service_transport
 from ._web import instrument_app
 
 __all__ = ["create_app", "downstream"]
@@ -123,7 +120,6 @@ def create_app(
                     base_url,
                     auth=service_auth(target, settings=settings),
                     telemetry=tel,
-                    transport=service_transport(base_url, _LIMITS),
                 )
                 stack.push_async_callback(client.aclose)
                 clients[target] = client
@@ -184,8 +180,6 @@ def downstream(target: str) -> Callable[[Request], Awaitable[ServiceClient]]:
 
 
 # ---------------------------------------------------------------- pieces
-
-_LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)  # ServiceClient's own
 
 
 def _telemetry_for(name: str, version: str | None) -> Telemetry:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from http.cookiejar import CookieJar
 from typing import Any
 
 import backoff
@@ -47,6 +48,15 @@ from ._retry import (
 from ._telemetry import TARGET, client_telemetry
 
 __all__ = ["ServiceClient"]
+
+
+class _NoResponseCookies(CookieJar):
+    """A jar that never keeps what a response sets: one ServiceClient serves every end user, so a cookie
+    from one user's answer would otherwise ride on the next user's call (httpx keeps a client-wide jar)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
 
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 POOL_SIZE = 100  # connections per target (httpx's default), and concurrent attempts admitted to them
@@ -151,6 +161,7 @@ class ServiceClient:
             base_url=base_url,
             transport=transport,
             headers=headers,
+            cookies=_NoResponseCookies(),
             timeout=opts.attempt_timeout,
             limits=limits,
         )

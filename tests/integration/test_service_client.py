@@ -164,6 +164,17 @@ async def test_read_timeout_on_post_with_idempotency_key_is_retried_with_the_sam
     assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1]
 
 
+async def test_a_cookie_an_upstream_sets_never_rides_on_a_later_call(telemetry, upstream, target):
+    """One ServiceClient serves every end user: a Set-Cookie in user A's answer must not reach user B's call."""
+    upstream.tell(Step(headers={"set-cookie": "session=user-a-secret; Path=/"}), default=Step())
+    async with ServiceClient(target, upstream.url) as client:
+        first = await client.get("/profile")
+        second = await client.get("/profile")
+    assert first.cookies.get("session") == "user-a-secret"  # the caller still sees what it was sent
+    assert second.status_code == 200
+    assert [s.headers.get("cookie") for s in upstream.seen] == [None, None]
+
+
 # 3 ------------------------------------------------------------------------------------------
 
 

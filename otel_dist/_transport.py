@@ -23,7 +23,7 @@ import asyncio
 import time
 import typing
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 import httpcore
 import httpx
@@ -120,31 +120,34 @@ class LeanBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         local = (local_address, 0) if local_address else None
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        _apply(writer, socket_options)
-        return _Stream(reader, writer)
+        opening = asyncio.open_connection(host, port, local_addr=local)
+        return await _open(opening, f"{host}:{port}", timeout, socket_options)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
     ) -> httpcore.AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        _apply(writer, socket_options)
-        return _Stream(reader, writer)
+        return await _open(asyncio.open_unix_connection(path), path, timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _open(
+    opening: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    where: str,
+    timeout: float | None,
+    options: Iterable[httpcore.SOCKET_OPTION] | None,
+) -> httpcore.AsyncNetworkStream:
+    """Await `opening` within `timeout`, with asyncio's errors as httpcore's."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await opening
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"timed out connecting to {where}") from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+    _apply(writer, options)
+    return _Stream(reader, writer)
 
 
 def _apply(writer: asyncio.StreamWriter, options: Iterable[httpcore.SOCKET_OPTION] | None) -> None:

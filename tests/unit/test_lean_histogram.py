@@ -45,6 +45,20 @@ def _points(reader: InMemoryMetricReader) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: sorted(p["attributes"].items()))
 
 
+def _record_in_span(tracer: Any, name: str, histogram: Any, lean: Any, value: float, attrs: dict[str, Any]) -> None:
+    """One record inside its own current span (the exemplar's trace); through `lean` unless it is None."""
+    span = tracer.start_span(name)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        if lean is None:
+            histogram.record(value, attrs)
+        else:
+            lean.record(value, attrs, (attrs["http.response.status_code"],))
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
 def _record_both(temporality: AggregationTemporality, views: tuple[View, ...] = ()) -> tuple[Any, Any]:
     """The same measurements, inside the same spans, through the SDK and through LeanHistogram."""
     tracer = TracerProvider().get_tracer("t")
@@ -58,16 +72,7 @@ def _record_both(temporality: AggregationTemporality, views: tuple[View, ...] = 
         for round_ in range(3):
             for i, value in enumerate(VALUES):
                 attrs = FAILED if i == 2 else OK
-                span = tracer.start_span(f"call {round_}-{i}")
-                token = otel_context.attach(trace.set_span_in_context(span))
-                try:
-                    if lean is None:
-                        histogram.record(value, attrs)
-                    else:
-                        lean.record(value, attrs, (attrs["http.response.status_code"],))
-                finally:
-                    otel_context.detach(token)
-                    span.end()
+                _record_in_span(tracer, f"call {round_}-{i}", histogram, lean, value, attrs)
             if round_ == 1:
                 readers[-1].collect()  # a collection in the middle (delta: aggregations start afresh)
     return readers[0], readers[1]
@@ -175,16 +180,7 @@ def test_batched_histogram_collects_what_the_sdk_collects_with_two_readers() -> 
         for i in range(300):
             attrs = FAILED if i % 7 == 3 else OK
             value = VALUES[i % len(VALUES)] + i * 1e-6  # distinct: the exemplar kept is the last one
-            span = tracers[(i // 3) % 2].start_span(f"request {i}")
-            token = otel_context.attach(trace.set_span_in_context(span))
-            try:
-                if lean is None:
-                    histogram.record(value, attrs)
-                else:
-                    lean.record(value, attrs, (attrs["http.response.status_code"],))
-            finally:
-                otel_context.detach(token)
-                span.end()
+            _record_in_span(tracers[(i // 3) % 2], f"request {i}", histogram, lean, value, attrs)
             if i in (10, 150):
                 collected.append(_trace_ids_replaced(_points(readers[0])))  # one reader in the middle
         collected += [_trace_ids_replaced(_points(readers[0])), _trace_ids_replaced(_points(readers[1]))]
